@@ -1,0 +1,620 @@
+//! The scalar functions reports may call, with MySQL semantics.
+
+use crate::datum::{coerce, common_type, sql_cmp, sql_eq, Datum, Num, MAX_SCALE};
+use crate::eval::{arith, ArithOp};
+use chrono::{Datelike, NaiveDateTime, Timelike};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Func {
+    If,
+    IfNull,
+    Coalesce,
+    NullIf,
+    Greatest,
+    Least,
+    Abs,
+    Round,
+    Truncate,
+    Floor,
+    Ceil,
+    Sign,
+    Mod,
+    Concat,
+    Lower,
+    Upper,
+    Date,
+    Time,
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Weekday,
+    DayOfWeek,
+    DayOfYear,
+    Quarter,
+    DateFormat,
+}
+
+impl Func {
+    /// The function of a SQL name (case-insensitive), if supported.
+    pub(crate) fn lookup(name: &str) -> Option<Func> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "IF" => Func::If,
+            "IFNULL" => Func::IfNull,
+            "COALESCE" => Func::Coalesce,
+            "NULLIF" => Func::NullIf,
+            "GREATEST" => Func::Greatest,
+            "LEAST" => Func::Least,
+            "ABS" => Func::Abs,
+            "ROUND" => Func::Round,
+            "TRUNCATE" => Func::Truncate,
+            "FLOOR" => Func::Floor,
+            "CEIL" | "CEILING" => Func::Ceil,
+            "SIGN" => Func::Sign,
+            "MOD" => Func::Mod,
+            "CONCAT" => Func::Concat,
+            "LOWER" | "LCASE" => Func::Lower,
+            "UPPER" | "UCASE" => Func::Upper,
+            "DATE" => Func::Date,
+            "TIME" => Func::Time,
+            "YEAR" => Func::Year,
+            "MONTH" => Func::Month,
+            "DAY" | "DAYOFMONTH" => Func::Day,
+            "HOUR" => Func::Hour,
+            "MINUTE" => Func::Minute,
+            "SECOND" => Func::Second,
+            "WEEKDAY" => Func::Weekday,
+            "DAYOFWEEK" => Func::DayOfWeek,
+            "DAYOFYEAR" => Func::DayOfYear,
+            "QUARTER" => Func::Quarter,
+            "DATE_FORMAT" => Func::DateFormat,
+            _ => return None,
+        })
+    }
+
+    /// Allowed argument counts: (minimum, maximum or unbounded).
+    pub(crate) fn arity(self) -> (usize, Option<usize>) {
+        match self {
+            Func::If => (3, Some(3)),
+            Func::IfNull | Func::NullIf | Func::Mod | Func::Truncate | Func::DateFormat => {
+                (2, Some(2))
+            }
+            Func::Coalesce | Func::Concat => (1, None),
+            Func::Greatest | Func::Least => (2, None),
+            Func::Round => (1, Some(2)),
+            _ => (1, Some(1)),
+        }
+    }
+
+    /// Whether the result is of DATE type whatever the input.
+    pub(crate) fn returns_date(self) -> bool {
+        matches!(self, Func::Date)
+    }
+}
+
+/// Calls `f` on evaluated arguments (arity was checked at compile time).
+pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
+    let arg = |args: &[Datum], i: usize| args.get(i).cloned().unwrap_or(Datum::Null);
+    match f {
+        Func::If => {
+            let common = common_type(&args[1..]);
+            let pick = if args[0].truth() == Some(true) { 1 } else { 2 };
+            coerce(arg(&args, pick), common)
+        }
+        Func::IfNull | Func::Coalesce => {
+            let common = common_type(&args);
+            let first = args
+                .into_iter()
+                .find(|a| !a.is_null())
+                .unwrap_or(Datum::Null);
+            coerce(first, common)
+        }
+        Func::NullIf => {
+            if sql_eq(&args[0], &args[1]) == Some(true) {
+                Datum::Null
+            } else {
+                arg(&args, 0)
+            }
+        }
+        Func::Greatest | Func::Least => {
+            if args.iter().any(Datum::is_null) {
+                return Datum::Null;
+            }
+            let common = common_type(&args);
+            let want = if f == Func::Greatest {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            };
+            // Strings mixed with numbers compare as numbers (MySQL).
+            let numeric = args
+                .iter()
+                .any(|a| a.to_num().is_some() && !matches!(a, Datum::Str(_) | Datum::Bytes(_)))
+                && args.iter().all(|a| !a.is_temporal());
+            let cmp = |a: &Datum, b: &Datum| {
+                if numeric {
+                    match (a.to_num(), b.to_num()) {
+                        (Some(x), Some(y)) => Some(crate::datum::num_cmp(x, y)),
+                        _ => None,
+                    }
+                } else {
+                    sql_cmp(a, b)
+                }
+            };
+            let mut best = 0;
+            for i in 1..args.len() {
+                if cmp(&args[i], &args[best]) == Some(want) {
+                    best = i;
+                }
+            }
+            coerce(args.swap_remove(best), common)
+        }
+        Func::Abs => match args[0].to_num() {
+            None => Datum::Null,
+            Some(Num::Int(i)) => match i.checked_abs() {
+                Some(v) => Datum::Int(v),
+                None => Datum::Dec(Decimal::from(i).abs(), 0),
+            },
+            Some(Num::UInt(u)) => Datum::UInt(u),
+            Some(Num::Dec(d, s)) => Datum::Dec(d.abs(), s),
+            Some(Num::Float(x)) => Datum::Float(x.abs()),
+        },
+        Func::Round | Func::Truncate => {
+            let digits = match args.get(1) {
+                None => Some(0),
+                Some(d) => d.to_num().map(|n| match n {
+                    Num::Float(x) => x.round() as i64,
+                    other => other.exact().and_then(|d| d.round().to_i64()).unwrap_or(0),
+                }),
+            };
+            match (args[0].to_num(), digits) {
+                (Some(n), Some(d)) => round(n, d.clamp(-30, 30) as i32, f == Func::Truncate),
+                _ => Datum::Null,
+            }
+        }
+        Func::Floor | Func::Ceil => match args[0].to_num() {
+            None => Datum::Null,
+            Some(n @ (Num::Int(_) | Num::UInt(_))) => n.into_datum(),
+            Some(Num::Dec(d, _)) => {
+                let r = if f == Func::Floor {
+                    d.floor()
+                } else {
+                    d.ceil()
+                };
+                match r.to_i64() {
+                    Some(i) => Datum::Int(i),
+                    None => Datum::Dec(r, 0),
+                }
+            }
+            Some(Num::Float(x)) => Datum::Float(if f == Func::Floor {
+                x.floor()
+            } else {
+                x.ceil()
+            }),
+        },
+        Func::Sign => match args[0].to_num() {
+            None => Datum::Null,
+            Some(n) => Datum::Int(match n {
+                Num::Float(x) => {
+                    if x > 0.0 {
+                        1
+                    } else if x < 0.0 {
+                        -1
+                    } else {
+                        0
+                    }
+                }
+                other => other.exact().map_or(0, |d| {
+                    if d.is_zero() {
+                        0
+                    } else if d.is_sign_negative() {
+                        -1
+                    } else {
+                        1
+                    }
+                }),
+            }),
+        },
+        Func::Mod => match (args[0].to_num(), args[1].to_num()) {
+            (Some(a), Some(b)) => arith(ArithOp::Mod, a, b),
+            _ => Datum::Null,
+        },
+        Func::Concat => {
+            let mut out = String::new();
+            for a in &args {
+                match a.to_text() {
+                    Some(t) => out.push_str(&t),
+                    None => return Datum::Null,
+                }
+            }
+            Datum::Str(out)
+        }
+        Func::Lower | Func::Upper => match args[0].to_text() {
+            None => Datum::Null,
+            Some(t) => Datum::Str(if f == Func::Lower {
+                t.to_lowercase()
+            } else {
+                t.to_uppercase()
+            }),
+        },
+        Func::Date => args[0].to_date().map_or(Datum::Null, Datum::Date),
+        Func::Time => args
+            .swap_remove(0)
+            .to_time()
+            .map_or(Datum::Null, Datum::Time),
+        Func::Year => date_part(&args[0], |d| i64::from(d.year())),
+        Func::Month => date_part(&args[0], |d| i64::from(d.month())),
+        Func::Day => date_part(&args[0], |d| i64::from(d.day())),
+        Func::Weekday => date_part(&args[0], |d| i64::from(d.weekday().num_days_from_monday())),
+        Func::DayOfWeek => date_part(&args[0], |d| {
+            i64::from(d.weekday().num_days_from_sunday()) + 1
+        }),
+        Func::DayOfYear => date_part(&args[0], |d| i64::from(d.ordinal())),
+        Func::Quarter => date_part(&args[0], |d| i64::from((d.month() - 1) / 3 + 1)),
+        Func::Hour => args[0]
+            .to_time()
+            .map_or(Datum::Null, |t| Datum::Int(i64::from(t.hour()))),
+        Func::Minute => args[0]
+            .to_time()
+            .map_or(Datum::Null, |t| Datum::Int(i64::from(t.minute()))),
+        Func::Second => args[0]
+            .to_time()
+            .map_or(Datum::Null, |t| Datum::Int(i64::from(t.second()))),
+        Func::DateFormat => {
+            let dt = match &args[0] {
+                Datum::Time(_) => None,
+                other => other.to_datetime(),
+            };
+            match (dt, args[1].to_text()) {
+                (Some(dt), Some(fmt)) => Datum::Str(date_format(&dt, &fmt)),
+                _ => Datum::Null,
+            }
+        }
+    }
+}
+
+fn date_part(v: &Datum, f: impl Fn(&chrono::NaiveDate) -> i64) -> Datum {
+    match v {
+        Datum::Time(_) => Datum::Null,
+        other => other.to_date().map_or(Datum::Null, |d| Datum::Int(f(&d))),
+    }
+}
+
+/// ROUND / TRUNCATE to `d` digits (negative: left of the point). Exact
+/// values round half away from zero; doubles round half to even, as MySQL
+/// does with `rint`.
+fn round(n: Num, d: i32, truncate: bool) -> Datum {
+    let strategy = if truncate {
+        RoundingStrategy::ToZero
+    } else {
+        RoundingStrategy::MidpointAwayFromZero
+    };
+    match n {
+        Num::Float(x) => {
+            let p = 10f64.powi(d);
+            let scaled = x * p;
+            let r = if truncate {
+                scaled.trunc()
+            } else {
+                scaled.round_ties_even()
+            };
+            Datum::Float(r / p)
+        }
+        Num::Int(_) | Num::UInt(_) if d >= 0 => n.into_datum(),
+        Num::Int(_) | Num::UInt(_) => {
+            let v = n.exact().unwrap_or_default();
+            let r = round_decimal(v, d, strategy);
+            r.to_i64().map_or(Datum::Dec(r, 0), Datum::Int)
+        }
+        Num::Dec(v, _) => {
+            let r = round_decimal(v, d, strategy);
+            Datum::Dec(r, d.clamp(0, MAX_SCALE as i32) as u32)
+        }
+    }
+}
+
+fn round_decimal(v: Decimal, d: i32, strategy: RoundingStrategy) -> Decimal {
+    if d >= 0 {
+        return v.round_dp_with_strategy(d as u32, strategy);
+    }
+    let p = Decimal::from_i128_with_scale(10i128.pow(d.unsigned_abs().min(28)), 0);
+    match v.checked_div(p) {
+        Some(q) => q
+            .round_dp_with_strategy(0, strategy)
+            .checked_mul(p)
+            .unwrap_or(v),
+        None => v,
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Specifiers `DATE_FORMAT` understands.
+pub(crate) const DATE_FORMAT_SPECIFIERS: &str = "abcDdefHhIijklMmprSsTUvWwxYy%";
+
+/// MySQL's `DATE_FORMAT`.
+pub(crate) fn date_format(dt: &NaiveDateTime, fmt: &str) -> String {
+    let mut out = String::with_capacity(fmt.len() + 8);
+    let mut it = fmt.chars();
+    let d = dt.date();
+    let hour12 = |h: u32| if h.is_multiple_of(12) { 12 } else { h % 12 };
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(s) = it.next() else {
+            break;
+        };
+        let month = MONTHS[d.month0() as usize];
+        let day = DAYS[d.weekday().num_days_from_monday() as usize];
+        let _ = match s {
+            'a' => write!(out, "{}", &day[..3]),
+            'b' => write!(out, "{}", &month[..3]),
+            'c' => write!(out, "{}", d.month()),
+            'D' => {
+                let n = d.day();
+                let suffix = match (n % 10, n % 100) {
+                    (_, 11..=13) => "th",
+                    (1, _) => "st",
+                    (2, _) => "nd",
+                    (3, _) => "rd",
+                    _ => "th",
+                };
+                write!(out, "{n}{suffix}")
+            }
+            'd' => write!(out, "{:02}", d.day()),
+            'e' => write!(out, "{}", d.day()),
+            'f' => write!(out, "{:06}", dt.nanosecond() / 1000 % 1_000_000),
+            'H' => write!(out, "{:02}", dt.hour()),
+            'h' | 'I' => write!(out, "{:02}", hour12(dt.hour())),
+            'i' => write!(out, "{:02}", dt.minute()),
+            'j' => write!(out, "{:03}", d.ordinal()),
+            'k' => write!(out, "{}", dt.hour()),
+            'l' => write!(out, "{}", hour12(dt.hour())),
+            'M' => write!(out, "{month}"),
+            'm' => write!(out, "{:02}", d.month()),
+            'p' => write!(out, "{}", if dt.hour() < 12 { "AM" } else { "PM" }),
+            'r' => write!(
+                out,
+                "{:02}:{:02}:{:02} {}",
+                hour12(dt.hour()),
+                dt.minute(),
+                dt.second(),
+                if dt.hour() < 12 { "AM" } else { "PM" }
+            ),
+            'S' | 's' => write!(out, "{:02}", dt.second()),
+            'T' => write!(
+                out,
+                "{:02}:{:02}:{:02}",
+                dt.hour(),
+                dt.minute(),
+                dt.second()
+            ),
+            'U' => {
+                let yday = d.ordinal0() as i64;
+                let wday = i64::from(d.weekday().num_days_from_sunday());
+                write!(out, "{:02}", (yday + 7 - wday) / 7)
+            }
+            'v' => write!(out, "{:02}", d.iso_week().week()),
+            'x' => write!(out, "{:04}", d.iso_week().year()),
+            'W' => write!(out, "{day}"),
+            'w' => write!(out, "{}", d.weekday().num_days_from_sunday()),
+            'Y' => write!(out, "{:04}", d.year()),
+            'y' => write!(out, "{:02}", d.year().rem_euclid(100)),
+            other => {
+                out.push(other);
+                Ok(())
+            }
+        };
+    }
+    out
+}
+
+/// Whether a literal format only uses supported specifiers; returns the
+/// first unsupported one.
+pub(crate) fn unsupported_specifier(fmt: &str) -> Option<char> {
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c == '%' {
+            match it.next() {
+                Some(s) if !DATE_FORMAT_SPECIFIERS.contains(s) => return Some(s),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// The common type of IF/IFNULL branches, for tests.
+#[cfg(test)]
+fn common_of(a: &Datum, b: &Datum) -> crate::datum::Common {
+    common_type([a, b])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use mdp_types::Value;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap_or_default()
+    }
+
+    fn dt(s: &str) -> Datum {
+        Datum::DateTime(NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap_or_default())
+    }
+
+    /// The result as MySQL shows it (decimals with their display scale).
+    fn v(f: Func, args: Vec<Datum>) -> String {
+        call(f, args).to_text().unwrap_or_else(|| "NULL".into())
+    }
+
+    #[test]
+    fn null_handling_functions() {
+        assert_eq!(v(Func::IfNull, vec![Datum::Null, Datum::Int(3)]), "3");
+        assert_eq!(
+            v(
+                Func::Coalesce,
+                vec![Datum::Null, Datum::Null, Datum::Dec(dec("1.50"), 2)]
+            ),
+            "1.50"
+        );
+        assert_eq!(v(Func::NullIf, vec![Datum::Int(3), Datum::Int(3)]), "NULL");
+        assert_eq!(v(Func::NullIf, vec![Datum::Int(3), Datum::Int(4)]), "3");
+        assert_eq!(
+            v(
+                Func::If,
+                vec![Datum::Int(1), Datum::Int(2), Datum::Dec(dec("0.5"), 1)]
+            ),
+            "2.0"
+        );
+        assert_eq!(
+            v(Func::If, vec![Datum::Null, Datum::Int(2), Datum::Int(0)]),
+            "0"
+        );
+        assert_eq!(
+            v(
+                Func::Greatest,
+                vec![Datum::Int(1), Datum::Int(7), Datum::Int(3)]
+            ),
+            "7"
+        );
+        assert_eq!(v(Func::Least, vec![Datum::Int(1), Datum::Null]), "NULL");
+        let mixed = vec![Datum::Int(1), Datum::Str("10".into()), Datum::Int(9)];
+        assert_eq!(v(Func::Greatest, mixed), "10");
+        let words = vec![Datum::Str("b".into()), Datum::Str("A".into())];
+        assert_eq!(v(Func::Least, words), "A");
+        assert_eq!(
+            common_of(&Datum::Int(1), &Datum::Float(0.5)),
+            crate::datum::Common::Float
+        );
+    }
+
+    #[test]
+    fn numeric_functions() {
+        assert_eq!(v(Func::Round, vec![Datum::Dec(dec("2.5"), 1)]), "3");
+        assert_eq!(v(Func::Round, vec![Datum::Dec(dec("-2.5"), 1)]), "-3");
+        assert_eq!(
+            v(
+                Func::Round,
+                vec![Datum::Dec(dec("12.345"), 3), Datum::Int(2)]
+            ),
+            "12.35"
+        );
+        assert_eq!(
+            v(Func::Round, vec![Datum::Int(1250), Datum::Int(-2)]),
+            "1300"
+        );
+        assert_eq!(v(Func::Round, vec![Datum::Float(2.5)]), "2");
+        assert_eq!(
+            v(
+                Func::Truncate,
+                vec![Datum::Dec(dec("12.349"), 3), Datum::Int(2)]
+            ),
+            "12.34"
+        );
+        // Rounding sees the internal precision of a division (0.004999999…).
+        let q = Datum::Dec(dec("0.004999999"), 4);
+        assert_eq!(v(Func::Round, vec![q, Datum::Int(2)]), "0.00");
+        assert_eq!(v(Func::Floor, vec![Datum::Dec(dec("-1.5"), 1)]), "-2");
+        assert_eq!(v(Func::Ceil, vec![Datum::Dec(dec("1.2"), 1)]), "2");
+        assert_eq!(v(Func::Abs, vec![Datum::Int(-4)]), "4");
+        assert_eq!(v(Func::Sign, vec![Datum::Dec(dec("-0.1"), 1)]), "-1");
+        assert_eq!(v(Func::Mod, vec![Datum::Int(10), Datum::Int(4)]), "2");
+    }
+
+    #[test]
+    fn string_functions() {
+        assert_eq!(
+            v(
+                Func::Concat,
+                vec![
+                    Datum::Str("a".into()),
+                    Datum::Int(1),
+                    Datum::Dec(dec("2.50"), 2)
+                ]
+            ),
+            "a12.50"
+        );
+        assert_eq!(
+            v(Func::Concat, vec![Datum::Str("a".into()), Datum::Null]),
+            "NULL"
+        );
+        assert_eq!(v(Func::Upper, vec![Datum::Str("Paid".into())]), "PAID");
+        assert_eq!(v(Func::Lower, vec![Datum::Str("Paid".into())]), "paid");
+    }
+
+    #[test]
+    fn date_functions() {
+        let t = dt("2026-11-21 09:05:03");
+        assert_eq!(v(Func::Date, vec![t.clone()]), "2026-11-21");
+        assert_eq!(
+            v(Func::Date, vec![Datum::Str("2026-11-21 23:00:00".into())]),
+            "2026-11-21"
+        );
+        assert_eq!(v(Func::Date, vec![Datum::Str("garbage".into())]), "NULL");
+        assert_eq!(v(Func::Time, vec![t.clone()]), "09:05:03");
+        assert_eq!(v(Func::Year, vec![t.clone()]), "2026");
+        assert_eq!(v(Func::Month, vec![t.clone()]), "11");
+        assert_eq!(v(Func::Day, vec![t.clone()]), "21");
+        assert_eq!(v(Func::Hour, vec![t.clone()]), "9");
+        assert_eq!(v(Func::Minute, vec![t.clone()]), "5");
+        assert_eq!(v(Func::Second, vec![t.clone()]), "3");
+        // 2026-11-21 is a Saturday.
+        assert_eq!(v(Func::Weekday, vec![t.clone()]), "5");
+        assert_eq!(v(Func::DayOfWeek, vec![t.clone()]), "7");
+        assert_eq!(v(Func::DayOfYear, vec![t.clone()]), "325");
+        assert_eq!(v(Func::Quarter, vec![t.clone()]), "4");
+        assert_eq!(v(Func::Hour, vec![Datum::Str("10:30:00".into())]), "10");
+        let d = Datum::Date(NaiveDate::from_ymd_opt(2026, 1, 3).unwrap_or_default());
+        assert_eq!(v(Func::Hour, vec![d]), "0");
+    }
+
+    #[test]
+    fn date_format_specifiers() {
+        let t = dt("2026-03-01 15:04:05");
+        let f = |fmt: &str| v(Func::DateFormat, vec![t.clone(), Datum::Str(fmt.into())]);
+        assert_eq!(f("%Y-%m-%d %H:%i:%s"), "2026-03-01 15:04:05");
+        assert_eq!(f("%y %c %e %k %l %p"), "26 3 1 15 3 PM");
+        assert_eq!(f("%M %b %W %a %j %D"), "March Mar Sunday Sun 060 1st");
+        assert_eq!(f("%f %% %T %r %h"), "000000 % 15:04:05 03:04:05 PM 03");
+        assert_eq!(f("%U %w %v %x"), "09 0 09 2026");
+        assert_eq!(f("%Q"), "Q");
+        assert_eq!(unsupported_specifier("%Y-%u"), Some('u'));
+        assert_eq!(unsupported_specifier("%Y-%m"), None);
+        assert_eq!(
+            call(Func::DateFormat, vec![Datum::Null, Datum::Str("%Y".into())]).to_value(),
+            Value::Null
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Heartbeats and control commands exchanged with admin.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The state of one degrade state machine, as reported to admin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DegradeStatus {
+    /// Machine name, e.g. `rabbitmq`, `mysql`, `redis`.
+    pub machine: String,
+    /// `normal`, `degraded` or `recovering`.
+    pub state: String,
+    /// Why it is in this state (last error or the operator's override).
+    pub reason: Option<String>,
+    pub since_ms: i64,
+    /// `Some("degraded")`/`Some("normal")` while an operator override holds.
+    pub forced: Option<String>,
+    pub transitions_total: u64,
+}
+
+/// Liveness and readiness of one service instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ServiceHealth {
+    pub live: bool,
+    pub ready: bool,
+    /// Per dependency readiness details (`rabbitmq` → `ok` / error text).
+    pub checks: BTreeMap<String, String>,
+}
+
+/// Sent by every service instance every second on the heartbeat exchange.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    pub service: String,
+    /// Unique per process (host, pid, start time).
+    pub instance: String,
+    pub http_addr: String,
+    pub started_at_ms: i64,
+    pub sent_at_ms: i64,
+    pub health: ServiceHealth,
+    pub degrade: Vec<DegradeStatus>,
+    /// A few headline figures (throughput counters, lag), named like metrics.
+    pub stats: BTreeMap<String, f64>,
+    /// Partitions this instance currently consumes, where relevant.
+    pub partitions: Vec<u32>,
+}
+
+/// What an operator asks a degrade machine to do.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Override {
+    ForceDegraded,
+    ForceNormal,
+    /// Clear the override: back to automatic transitions.
+    Auto,
+}
+
+/// A control command published by admin; every instance of `service`
+/// applies it to its machine named `machine`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlCommand {
+    pub service: String,
+    pub machine: String,
+    pub action: Override,
+    pub issued_at_ms: i64,
+    pub reason: Option<String>,
+}
