@@ -1,0 +1,3 @@
+//! Actors of admin, one a file.
+
+pub mod bus;

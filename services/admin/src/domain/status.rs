@@ -1,0 +1,566 @@
+//! The fleet status and alarms derived from the instance table: a service's
+//! state is the worst state of its live instances' degrade machines, and a
+//! service without a live instance is down.
+
+use super::instances::InstanceRecord;
+use super::switches::Switch;
+use mdp_degrade::State;
+use mdp_types::{DegradeStatus, ServiceHealth};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// State of a service or instance, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Normal,
+    Recovering,
+    Degraded,
+    Down,
+}
+
+impl Health {
+    fn of_machine(status: &DegradeStatus) -> Health {
+        // An unknown state name is shown as degraded rather than hidden.
+        match status.state.parse::<State>() {
+            Ok(State::Normal) => Health::Normal,
+            Ok(State::Recovering) => Health::Recovering,
+            Ok(State::Degraded) | Err(_) => Health::Degraded,
+        }
+    }
+}
+
+/// One instance as shown by `/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceView {
+    pub instance: String,
+    /// Heard from within the heartbeat timeout.
+    pub up: bool,
+    /// `down` when not up, else the worst state of its machines.
+    pub state: Health,
+    pub http_addr: String,
+    pub started_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub silent_ms: i64,
+    pub health: ServiceHealth,
+    pub degrade: Vec<DegradeStatus>,
+    pub stats: BTreeMap<String, f64>,
+    pub partitions: Vec<u32>,
+}
+
+/// One service as shown by `/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceView {
+    pub instances: Vec<InstanceView>,
+    /// Instances heard from within the heartbeat timeout.
+    pub up: usize,
+    pub state: Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    Warning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// No live instance of an expected (or once seen) service.
+    ServiceDown,
+    /// One instance went silent while others of its service live on.
+    InstanceDown,
+    /// A degrade machine is degraded or recovering.
+    MachineDegraded,
+    /// An instance reports a failing readiness check.
+    InstanceNotReady,
+}
+
+/// A current alarm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alarm {
+    pub kind: AlarmKind,
+    pub severity: Severity,
+    pub service: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// Since when the condition holds, ms since epoch.
+    pub since_ms: i64,
+    pub message: String,
+}
+
+/// The answer of `/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetStatus {
+    pub services: BTreeMap<String, ServiceView>,
+    pub alarms: Vec<Alarm>,
+    /// Operator overrides in force (filled in by the caller; empty from [`aggregate`]).
+    pub switches: Vec<Switch>,
+    pub generated_at_ms: i64,
+}
+
+/// Inputs of the aggregation besides the instances.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub now_ms: i64,
+    /// An instance silent for longer is down.
+    pub heartbeat_timeout_ms: i64,
+    /// Services shown (and alarmed on) even when never heard from.
+    pub expected: &'a [&'a str],
+    /// When admin started listening: the `since` of a never-seen service's alarm.
+    pub watching_since_ms: i64,
+}
+
+/// Builds the fleet status and its alarms.
+pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetStatus {
+    let mut services: BTreeMap<String, ServiceView> = obs
+        .expected
+        .iter()
+        .map(|name| {
+            let empty = ServiceView {
+                instances: vec![],
+                up: 0,
+                state: Health::Down,
+            };
+            (name.to_string(), empty)
+        })
+        .collect();
+    // Latest receive time per service, for the `since` of a down alarm.
+    let mut last_seen: BTreeMap<String, i64> = BTreeMap::new();
+    let mut alarms = Vec::new();
+
+    for rec in instances {
+        let hb = &rec.heartbeat;
+        let silent_ms = obs.now_ms.saturating_sub(rec.received_at_ms).max(0);
+        let up = silent_ms <= obs.heartbeat_timeout_ms;
+        let state = if up {
+            hb.degrade
+                .iter()
+                .map(Health::of_machine)
+                .max()
+                .unwrap_or(Health::Normal)
+        } else {
+            Health::Down
+        };
+        let seen = last_seen
+            .entry(hb.service.clone())
+            .or_insert(rec.received_at_ms);
+        *seen = (*seen).max(rec.received_at_ms);
+
+        if up {
+            machine_alarms(rec, &mut alarms);
+            if let Some(since_ms) = rec.not_ready_since_ms {
+                let failing: Vec<String> = hb
+                    .health
+                    .checks
+                    .iter()
+                    .filter(|(_, v)| v.as_str() != "ok")
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect();
+                alarms.push(Alarm {
+                    kind: AlarmKind::InstanceNotReady,
+                    severity: Severity::Warning,
+                    service: hb.service.clone(),
+                    instance: Some(hb.instance.clone()),
+                    machine: None,
+                    since_ms,
+                    message: format!(
+                        "{} instance {} is not ready ({})",
+                        hb.service,
+                        hb.instance,
+                        failing.join("; ")
+                    ),
+                });
+            }
+        }
+
+        let view = services.entry(hb.service.clone()).or_insert(ServiceView {
+            instances: vec![],
+            up: 0,
+            state: Health::Down,
+        });
+        view.instances.push(InstanceView {
+            instance: hb.instance.clone(),
+            up,
+            state,
+            http_addr: hb.http_addr.clone(),
+            started_at_ms: hb.started_at_ms,
+            last_seen_ms: rec.received_at_ms,
+            silent_ms,
+            health: hb.health.clone(),
+            degrade: hb.degrade.clone(),
+            stats: hb.stats.clone(),
+            partitions: hb.partitions.clone(),
+        });
+    }
+
+    for (name, view) in services.iter_mut() {
+        view.up = view.instances.iter().filter(|i| i.up).count();
+        view.state = view
+            .instances
+            .iter()
+            .filter(|i| i.up)
+            .map(|i| i.state)
+            .max()
+            .unwrap_or(Health::Down);
+        if view.up == 0 {
+            let since_ms = last_seen
+                .get(name)
+                .map(|t| t.saturating_add(obs.heartbeat_timeout_ms))
+                .unwrap_or(obs.watching_since_ms);
+            let message = if view.instances.is_empty() {
+                format!("{name} is down: no instance has sent a heartbeat")
+            } else {
+                format!(
+                    "{name} is down: no heartbeat from any of its {} instances for over {} ms",
+                    view.instances.len(),
+                    obs.heartbeat_timeout_ms
+                )
+            };
+            alarms.push(Alarm {
+                kind: AlarmKind::ServiceDown,
+                severity: Severity::Critical,
+                service: name.clone(),
+                instance: None,
+                machine: None,
+                since_ms,
+                message,
+            });
+        } else {
+            for inst in view.instances.iter().filter(|i| !i.up) {
+                alarms.push(Alarm {
+                    kind: AlarmKind::InstanceDown,
+                    severity: Severity::Warning,
+                    service: name.clone(),
+                    instance: Some(inst.instance.clone()),
+                    machine: None,
+                    since_ms: inst.last_seen_ms.saturating_add(obs.heartbeat_timeout_ms),
+                    message: format!(
+                        "{name} instance {} is silent for {} ms",
+                        inst.instance, inst.silent_ms
+                    ),
+                });
+            }
+        }
+    }
+
+    alarms.sort_by(|a, b| {
+        (a.severity, &a.service, a.kind, &a.instance, &a.machine).cmp(&(
+            b.severity,
+            &b.service,
+            b.kind,
+            &b.instance,
+            &b.machine,
+        ))
+    });
+    FleetStatus {
+        services,
+        alarms,
+        switches: Vec::new(),
+        generated_at_ms: obs.now_ms,
+    }
+}
+
+fn machine_alarms(rec: &InstanceRecord, alarms: &mut Vec<Alarm>) {
+    let hb = &rec.heartbeat;
+    for m in hb
+        .degrade
+        .iter()
+        .filter(|m| Health::of_machine(m) != Health::Normal)
+    {
+        let forced = if m.forced.is_some() {
+            " (forced by operator)"
+        } else {
+            ""
+        };
+        let reason = m.reason.as_deref().unwrap_or("no reason reported");
+        alarms.push(Alarm {
+            kind: AlarmKind::MachineDegraded,
+            severity: Severity::Warning,
+            service: hb.service.clone(),
+            instance: Some(hb.instance.clone()),
+            machine: Some(m.machine.clone()),
+            since_ms: m.since_ms,
+            message: format!(
+                "{} {} is {}{forced} on {}: {reason}",
+                hb.service, m.machine, m.state, hb.instance
+            ),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EXPECTED_SERVICES;
+    use mdp_types::Heartbeat;
+
+    const NOW: i64 = 1_000_000;
+    const TIMEOUT: i64 = 5000;
+
+    fn obs() -> Observation<'static> {
+        Observation {
+            now_ms: NOW,
+            heartbeat_timeout_ms: TIMEOUT,
+            expected: &EXPECTED_SERVICES,
+            watching_since_ms: 900_000,
+        }
+    }
+
+    fn machine(name: &str, state: &str, since_ms: i64, forced: Option<&str>) -> DegradeStatus {
+        DegradeStatus {
+            machine: name.into(),
+            state: state.into(),
+            reason: Some(format!("{name} reason")),
+            since_ms,
+            forced: forced.map(str::to_string),
+            transitions_total: 1,
+        }
+    }
+
+    fn rec(
+        service: &str,
+        instance: &str,
+        silent_ms: i64,
+        degrade: Vec<DegradeStatus>,
+    ) -> InstanceRecord {
+        InstanceRecord {
+            heartbeat: Heartbeat {
+                service: service.into(),
+                instance: instance.into(),
+                http_addr: "127.0.0.1:9".into(),
+                started_at_ms: 10,
+                sent_at_ms: NOW - silent_ms,
+                health: ServiceHealth {
+                    live: true,
+                    ready: true,
+                    checks: Default::default(),
+                },
+                degrade,
+                stats: [("changes_total".to_string(), 3.0)].into_iter().collect(),
+                partitions: vec![1, 2],
+            },
+            received_at_ms: NOW - silent_ms,
+            not_ready_since_ms: None,
+        }
+    }
+
+    fn all_up() -> Vec<InstanceRecord> {
+        EXPECTED_SERVICES
+            .iter()
+            .map(|s| {
+                rec(
+                    s,
+                    &format!("{s}-1"),
+                    100,
+                    vec![machine("rabbitmq", "normal", 1, None)],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_heartbeats_means_every_expected_service_is_down() {
+        let st = aggregate(&[], obs());
+        assert_eq!(st.services.len(), 6);
+        for (name, view) in &st.services {
+            assert_eq!(view.state, Health::Down, "{name}");
+            assert_eq!(view.up, 0);
+        }
+        assert_eq!(st.alarms.len(), 6);
+        assert!(st.alarms.iter().all(|a| a.kind == AlarmKind::ServiceDown
+            && a.severity == Severity::Critical
+            && a.since_ms == 900_000));
+        let ingest = st
+            .alarms
+            .iter()
+            .find(|a| a.service == "ingest")
+            .map(|a| a.message.clone());
+        assert_eq!(
+            ingest.as_deref(),
+            Some("ingest is down: no instance has sent a heartbeat")
+        );
+    }
+
+    #[test]
+    fn all_normal_has_no_alarms() {
+        let st = aggregate(&all_up(), obs());
+        assert!(st.alarms.is_empty(), "{:?}", st.alarms);
+        for view in st.services.values() {
+            assert_eq!(view.state, Health::Normal);
+            assert_eq!(view.up, 1);
+        }
+        let q = &st.services["query"].instances[0];
+        assert_eq!(q.instance, "query-1");
+        assert_eq!(q.silent_ms, 100);
+        assert_eq!(q.last_seen_ms, NOW - 100);
+        assert_eq!(q.partitions, vec![1, 2]);
+        assert_eq!(q.stats.get("changes_total"), Some(&3.0));
+    }
+
+    #[test]
+    fn service_state_is_the_worst_machine_of_its_live_instances() {
+        let mut recs = all_up();
+        recs.push(rec(
+            "query",
+            "query-2",
+            0,
+            vec![
+                machine("mysql", "recovering", 1, None),
+                machine("redis", "normal", 1, None),
+            ],
+        ));
+        recs.push(rec(
+            "result-writer",
+            "rw-2",
+            0,
+            vec![
+                machine("mysql", "recovering", 1, None),
+                machine("redis", "degraded", 777, Some("degraded")),
+            ],
+        ));
+        // A dead instance's degraded machine no longer counts.
+        recs.push(rec(
+            "ingest",
+            "ingest-dead",
+            TIMEOUT + 1,
+            vec![machine("rabbitmq", "degraded", 1, None)],
+        ));
+
+        let st = aggregate(&recs, obs());
+        assert_eq!(st.services["query"].state, Health::Recovering);
+        assert_eq!(st.services["query"].up, 2);
+        assert_eq!(st.services["result-writer"].state, Health::Degraded);
+        assert_eq!(st.services["ingest"].state, Health::Normal);
+        assert_eq!(st.services["ingest"].up, 1);
+        let dead = st.services["ingest"]
+            .instances
+            .iter()
+            .find(|i| i.instance == "ingest-dead");
+        assert_eq!(dead.map(|i| (i.up, i.state)), Some((false, Health::Down)));
+
+        let kinds: Vec<(AlarmKind, &str, Option<&str>)> = st
+            .alarms
+            .iter()
+            .map(|a| (a.kind, a.service.as_str(), a.machine.as_deref()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (AlarmKind::InstanceDown, "ingest", None),
+                (AlarmKind::MachineDegraded, "query", Some("mysql")),
+                (AlarmKind::MachineDegraded, "result-writer", Some("mysql")),
+                (AlarmKind::MachineDegraded, "result-writer", Some("redis")),
+            ]
+        );
+        let redis = &st.alarms[3];
+        assert_eq!(redis.since_ms, 777);
+        assert_eq!(redis.instance.as_deref(), Some("rw-2"));
+        assert_eq!(
+            redis.message,
+            "result-writer redis is degraded (forced by operator) on rw-2: redis reason"
+        );
+        assert_eq!(st.alarms[0].since_ms, NOW - TIMEOUT - 1 + TIMEOUT);
+    }
+
+    #[test]
+    fn a_service_whose_instances_all_went_silent_is_down_since_the_timeout() {
+        let mut recs: Vec<InstanceRecord> = all_up()
+            .into_iter()
+            .filter(|r| r.heartbeat.service != "flow-control")
+            .collect();
+        recs.push(rec("flow-control", "fc-1", 9000, vec![]));
+        recs.push(rec("flow-control", "fc-2", 6000, vec![]));
+        let st = aggregate(&recs, obs());
+        let fc = &st.services["flow-control"];
+        assert_eq!(fc.state, Health::Down);
+        assert_eq!(fc.up, 0);
+        assert_eq!(fc.instances.len(), 2);
+        assert_eq!(
+            st.alarms.len(),
+            1,
+            "no per-instance alarms when the service is down"
+        );
+        let a = &st.alarms[0];
+        assert_eq!(a.kind, AlarmKind::ServiceDown);
+        assert_eq!(a.since_ms, NOW - 6000 + TIMEOUT);
+        assert_eq!(
+            a.message,
+            "flow-control is down: no heartbeat from any of its 2 instances for over 5000 ms"
+        );
+    }
+
+    #[test]
+    fn the_timeout_boundary_is_still_up() {
+        let mut recs = all_up();
+        recs.retain(|r| r.heartbeat.service != "query");
+        recs.push(rec("query", "q", TIMEOUT, vec![]));
+        let st = aggregate(&recs, obs());
+        assert_eq!(st.services["query"].up, 1);
+        assert_eq!(st.services["query"].state, Health::Normal);
+    }
+
+    #[test]
+    fn unexpected_services_are_shown_and_unknown_states_count_as_degraded() {
+        let mut recs = all_up();
+        recs.push(rec(
+            "backfill",
+            "b-1",
+            0,
+            vec![machine("history", "half-open", 5, None)],
+        ));
+        let st = aggregate(&recs, obs());
+        assert_eq!(st.services.len(), 7);
+        assert_eq!(st.services["backfill"].state, Health::Degraded);
+        assert_eq!(st.alarms.len(), 1);
+        assert_eq!(st.alarms[0].kind, AlarmKind::MachineDegraded);
+    }
+
+    #[test]
+    fn not_ready_instances_raise_an_alarm_naming_the_failing_checks() {
+        let mut recs = all_up();
+        let q = recs.iter_mut().find(|r| r.heartbeat.service == "query");
+        if let Some(q) = q {
+            q.heartbeat.health.ready = false;
+            q.heartbeat.health.checks = [
+                ("mysql".to_string(), "connection refused".to_string()),
+                ("redis".to_string(), "ok".to_string()),
+            ]
+            .into_iter()
+            .collect();
+            q.not_ready_since_ms = Some(123);
+        }
+        let st = aggregate(&recs, obs());
+        assert_eq!(st.alarms.len(), 1);
+        let a = &st.alarms[0];
+        assert_eq!(a.kind, AlarmKind::InstanceNotReady);
+        assert_eq!(a.since_ms, 123);
+        assert_eq!(
+            a.message,
+            "query instance query-1 is not ready (mysql: connection refused)"
+        );
+        assert_eq!(st.services["query"].state, Health::Normal);
+    }
+
+    #[test]
+    fn status_serializes_with_lowercase_states() {
+        let mut recs = all_up();
+        recs.push(rec(
+            "query",
+            "q-2",
+            0,
+            vec![machine("redis", "degraded", 5, None)],
+        ));
+        let st = aggregate(&recs, obs());
+        let json = serde_json::to_value(&st).unwrap_or_default();
+        assert_eq!(json["services"]["query"]["state"], "degraded");
+        assert_eq!(json["services"]["query"]["up"], 2);
+        assert_eq!(json["services"]["ingest"]["state"], "normal");
+        assert_eq!(json["alarms"][0]["kind"], "machine_degraded");
+        assert_eq!(json["alarms"][0]["severity"], "warning");
+        assert_eq!(json["alarms"][0]["machine"], "redis");
+    }
+}

@@ -1,0 +1,172 @@
+//! Builds and runs the admin application: HTTP server, the bus actor that
+//! consumes heartbeats and publishes control commands, and admin's own heartbeat.
+
+use crate::actors::bus::BusActor;
+use crate::domain::command::KnownMachines;
+use crate::domain::instances::InstanceTable;
+use crate::domain::status::{aggregate, FleetStatus, Observation};
+use crate::domain::switches::Switches;
+use crate::domain::EXPECTED_SERVICES;
+use crate::routes;
+use actix::{Actor, Addr};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use mdp_config::Settings;
+use mdp_service::ServiceContext;
+use std::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The service name admin reports under.
+pub const SERVICE: &str = "admin";
+
+/// Errors starting admin.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("failed to bind the HTTP listener on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the routes share: the instance table and the bus.
+pub struct AdminState {
+    pub table: InstanceTable,
+    /// Overrides in force, re-sent to instances that lack them.
+    pub switches: Switches,
+    pub bus: Addr<BusActor>,
+    pub heartbeat_timeout_ms: i64,
+    /// When admin started: the `since` of alarms about never-seen services.
+    pub watching_since_ms: i64,
+}
+
+impl AdminState {
+    /// The fleet status as of now.
+    pub fn fleet_status(&self) -> FleetStatus {
+        let mut status = aggregate(
+            &self.table.snapshot(),
+            Observation {
+                now_ms: mdp_types::now_ms(),
+                heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+                expected: &EXPECTED_SERVICES,
+                watching_since_ms: self.watching_since_ms,
+            },
+        );
+        status.switches = self.switches.list();
+        status
+    }
+
+    /// Services commands may address (expected or seen) and the machines
+    /// their live instances report.
+    pub fn known_machines(&self) -> KnownMachines {
+        let now = mdp_types::now_ms();
+        let mut known = KnownMachines {
+            services: EXPECTED_SERVICES.iter().map(|s| s.to_string()).collect(),
+            machines: Default::default(),
+        };
+        for rec in self.table.snapshot() {
+            let hb = rec.heartbeat;
+            known.services.insert(hb.service.clone());
+            if now.saturating_sub(rec.received_at_ms) <= self.heartbeat_timeout_ms {
+                known
+                    .machines
+                    .entry(hb.service)
+                    .or_default()
+                    .extend(hb.degrade.into_iter().map(|d| d.machine));
+            }
+        }
+        known
+    }
+}
+
+/// The admin service, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    ctx: ServiceContext,
+}
+
+impl Application {
+    /// Binds `admin.listen` (port 0 picks a free port), starts the bus actor
+    /// and admin's own heartbeat. Must be called inside an actix system.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let listen = settings.admin.listen.clone();
+        let listener = TcpListener::bind(&listen).map_err(|source| StartupError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+        let heartbeat_timeout_ms =
+            i64::try_from(settings.admin.heartbeat_timeout_ms).unwrap_or(i64::MAX);
+
+        let ctx = ServiceContext::new(SERVICE, settings);
+        ctx.set_http_addr(addr);
+        let table = InstanceTable::default();
+        let switches = Switches::default();
+        let bus = BusActor::new(ctx.clone(), table.clone(), switches.clone()).start();
+        mdp_service::spawn_heartbeat(ctx.clone());
+
+        let state = web::Data::new(AdminState {
+            table,
+            switches,
+            bus,
+            heartbeat_timeout_ms,
+            watching_since_ms: ctx.started_at_ms,
+        });
+        let ctx_data = web::Data::new(ctx.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(ctx_data.clone())
+                .configure(mdp_service::health_routes)
+                .route("/v1/status", web::get().to(routes::status::fleet_status))
+                .route("/v1/instance", web::get().to(mdp_service::status))
+                .route("/v1/alarms", web::get().to(routes::alarms::alarms))
+                .route(
+                    "/v1/degrade/{service}/{machine}",
+                    web::post().to(routes::degrade::degrade),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: listen,
+            source,
+        })?
+        .run();
+        tracing::info!(addr = %addr, instance = %ctx.instance, "admin listening");
+        Ok(Application {
+            port: addr.port(),
+            server,
+            ctx,
+        })
+    }
+
+    /// The bound HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The instance's context (identity, settings, cancellation).
+    pub fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+
+    /// Cancelling it stops the server and the actors.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.ctx.cancel.clone()
+    }
+
+    /// Serves until the cancellation token fires, then stops gracefully.
+    pub async fn run(self) -> std::io::Result<()> {
+        let served = mdp_service::serve_until_cancelled(self.server, &self.ctx.cancel).await;
+        tracing::info!("admin stopped");
+        served
+    }
+}

@@ -1,0 +1,625 @@
+//! The durable KV log in sled: per-partition change log, partition meta and the window index.
+//! Appends, the partition's position and window index changes are written in one transaction.
+
+use crate::window::{OpenWindow, SealedWindow};
+use mdp_types::{ChangeEvent, Position, WindowId};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::Path;
+use std::time::Instant;
+
+const LOG_TREE: &str = "log";
+const META_TREE: &str = "meta";
+const WINDOWS_TREE: &str = "windows";
+
+/// Errors of the KV log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("kv store operation failed: {op}")]
+    Sled {
+        op: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to encode {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("kv log write task failed: {0}")]
+    Task(String),
+    #[error("corrupt {what} in the kv log (partition {partition}, key {key})")]
+    Corrupt {
+        what: &'static str,
+        partition: u32,
+        key: u64,
+    },
+}
+
+impl LogError {
+    fn sled(op: &'static str) -> impl FnOnce(sled::Error) -> LogError {
+        move |source| LogError::Sled { op, source }
+    }
+}
+
+/// Key of a log entry: partition then seq, big-endian so keys sort by seq.
+fn log_key(partition: u32, seq: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&partition.to_be_bytes());
+    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Key of a window index entry: partition then window id.
+fn window_key(partition: u32, id: WindowId) -> [u8; 12] {
+    log_key(partition, id)
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if key.len() == 12 {
+        b.copy_from_slice(&key[4..]);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// Per partition: the last accepted source position and the next log seq.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub last_position: Option<Position>,
+    /// Seq the next appended change gets (seqs start at 1).
+    pub next_seq: u64,
+}
+
+impl Default for PartitionMeta {
+    fn default() -> Self {
+        PartitionMeta {
+            last_position: None,
+            next_seq: 1,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StoredChangeRef<'a> {
+    at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tp: Option<&'a str>,
+    event: &'a ChangeEvent,
+}
+
+/// One log entry: the change, when it was accepted and the trace context of its batch.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredChange {
+    pub at_ms: i64,
+    #[serde(default)]
+    pub tp: Option<String>,
+    pub event: ChangeEvent,
+}
+
+/// A log entry without its change (recovery only needs these).
+#[derive(Deserialize)]
+struct StoredHeader {
+    at_ms: i64,
+    #[serde(default)]
+    tp: Option<String>,
+}
+
+/// Life cycle of a window in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowState {
+    /// Collecting changes; `last_seq` grows.
+    Open,
+    /// Complete and durable; not yet confirmed by the broker.
+    Sealed,
+    /// Confirmed by the broker.
+    Published,
+}
+
+/// A window index entry: (partition, window id) → change range and state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    pub partition: u32,
+    pub id: WindowId,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub opened_at_ms: i64,
+    pub sealed_at_ms: Option<i64>,
+    pub published_at_ms: Option<i64>,
+    pub state: WindowState,
+    /// Trace context of the batch that carried the window's first change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl WindowRecord {
+    pub fn open(partition: u32, w: &OpenWindow) -> Self {
+        WindowRecord {
+            partition,
+            id: w.id,
+            first_seq: w.first_seq,
+            last_seq: w.last_seq,
+            opened_at_ms: w.opened_at_ms,
+            sealed_at_ms: None,
+            published_at_ms: None,
+            state: WindowState::Open,
+            traceparent: w.traceparent.clone(),
+        }
+    }
+
+    pub fn sealed(partition: u32, w: &SealedWindow) -> Self {
+        WindowRecord {
+            partition,
+            id: w.id,
+            first_seq: w.first_seq,
+            last_seq: w.last_seq,
+            opened_at_ms: w.opened_at_ms,
+            sealed_at_ms: Some(w.sealed_at_ms),
+            published_at_ms: None,
+            state: WindowState::Sealed,
+            traceparent: w.traceparent.clone(),
+        }
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.last_seq.saturating_sub(self.first_seq) + 1
+    }
+}
+
+/// One atomic append: accepted changes of one partition plus the partition's
+/// new meta and the window index entries the append opened, grew or sealed.
+pub struct Append<'a> {
+    pub partition: u32,
+    /// Seq of `events[0]`; the rest follow contiguously.
+    pub first_seq: u64,
+    pub at_ms: i64,
+    pub traceparent: Option<&'a str>,
+    pub events: &'a [&'a ChangeEvent],
+    pub meta: &'a PartitionMeta,
+    pub windows: &'a [WindowRecord],
+}
+
+/// What a restart finds for one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredPartition {
+    pub meta: PartitionMeta,
+    /// The highest sealed or published window.
+    pub last_closed: Option<WindowRecord>,
+    /// Sealed windows never confirmed by the broker, in id order.
+    pub unpublished: Vec<WindowRecord>,
+    /// Log entries after `last_closed` as (seq, accepted_at_ms, traceparent).
+    pub tail: Vec<(u64, i64, Option<String>)>,
+}
+
+/// The sled database with its three trees. Cheap to clone.
+#[derive(Clone)]
+pub struct KvLog {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    windows: sled::Tree,
+}
+
+impl KvLog {
+    /// Opens (or creates) the log in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(LogError::sled("open"))?;
+        let log = db
+            .open_tree(LOG_TREE)
+            .map_err(LogError::sled("open tree"))?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(LogError::sled("open tree"))?;
+        let windows = db
+            .open_tree(WINDOWS_TREE)
+            .map_err(LogError::sled("open tree"))?;
+        Ok(KvLog {
+            db,
+            log,
+            meta,
+            windows,
+        })
+    }
+
+    /// The partition's meta (defaults for a partition never written).
+    pub fn meta(&self, partition: u32) -> Result<PartitionMeta, LogError> {
+        match self
+            .meta
+            .get(partition.to_be_bytes())
+            .map_err(LogError::sled("read meta"))?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| LogError::Corrupt {
+                what: "partition meta",
+                partition,
+                key: 0,
+            }),
+            None => Ok(PartitionMeta::default()),
+        }
+    }
+
+    /// Writes the append atomically (not yet durable: call [`KvLog::flush`]).
+    /// Writing the same append twice overwrites the same keys, so an append
+    /// retried after a failed flush is harmless.
+    pub fn append(&self, a: &Append<'_>) -> Result<(), LogError> {
+        let mut log_batch = sled::Batch::default();
+        for (i, event) in a.events.iter().enumerate() {
+            let entry = StoredChangeRef {
+                at_ms: a.at_ms,
+                tp: a.traceparent,
+                event,
+            };
+            let value = serde_json::to_vec(&entry).map_err(|source| LogError::Encode {
+                what: "change",
+                source,
+            })?;
+            log_batch.insert(&log_key(a.partition, a.first_seq + i as u64), value);
+        }
+        let meta_value = serde_json::to_vec(a.meta).map_err(|source| LogError::Encode {
+            what: "partition meta",
+            source,
+        })?;
+        let windows_batch = windows_batch(a.windows)?;
+        let partition_key = a.partition.to_be_bytes();
+        let result: Result<(), TransactionError<()>> = (&self.log, &self.meta, &self.windows)
+            .transaction(|(log, meta, windows)| {
+                log.apply_batch(&log_batch)?;
+                meta.insert(&partition_key, meta_value.as_slice())?;
+                windows.apply_batch(&windows_batch)?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => LogError::Sled {
+                op: "append",
+                source,
+            },
+            TransactionError::Abort(()) => LogError::Sled {
+                op: "append",
+                source: sled::Error::ReportableBug("append transaction aborted".into()),
+            },
+        })
+    }
+
+    /// Writes window index entries (not yet durable: call [`KvLog::flush`]).
+    pub fn put_windows(&self, records: &[WindowRecord]) -> Result<(), LogError> {
+        let batch = windows_batch(records)?;
+        self.windows
+            .apply_batch(batch)
+            .map_err(LogError::sled("write window index"))
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let started = Instant::now();
+        let result = self.db.flush_async().await;
+        crate::metrics::KV_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+        result.map(|_| ()).map_err(LogError::sled("flush"))
+    }
+
+    /// The changes stored at `first_seq..=last_seq`, in seq order.
+    pub fn read_changes(
+        &self,
+        partition: u32,
+        first_seq: u64,
+        last_seq: u64,
+    ) -> Result<Vec<ChangeEvent>, LogError> {
+        let mut out = Vec::with_capacity(last_seq.saturating_sub(first_seq) as usize + 1);
+        let mut expected = first_seq;
+        for item in self
+            .log
+            .range(log_key(partition, first_seq)..=log_key(partition, last_seq))
+        {
+            let (key, value) = item.map_err(LogError::sled("read log"))?;
+            let seq = seq_of(&key);
+            if seq != expected {
+                return Err(LogError::Corrupt {
+                    what: "missing log entry",
+                    partition,
+                    key: expected,
+                });
+            }
+            let stored: StoredChange =
+                serde_json::from_slice(&value).map_err(|_| LogError::Corrupt {
+                    what: "log entry",
+                    partition,
+                    key: seq,
+                })?;
+            out.push(stored.event);
+            expected += 1;
+        }
+        if expected != last_seq + 1 {
+            return Err(LogError::Corrupt {
+                what: "missing log entry",
+                partition,
+                key: expected,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One window index entry.
+    pub fn window(&self, partition: u32, id: WindowId) -> Result<Option<WindowRecord>, LogError> {
+        self.windows
+            .get(window_key(partition, id))
+            .map_err(LogError::sled("read window index"))?
+            .map(|v| decode_window(partition, id, &v))
+            .transpose()
+    }
+
+    /// The partition's latest `limit` window index entries, newest first.
+    pub fn latest_windows(
+        &self,
+        partition: u32,
+        limit: usize,
+    ) -> Result<Vec<WindowRecord>, LogError> {
+        let mut out = Vec::new();
+        for item in self
+            .windows
+            .scan_prefix(partition.to_be_bytes())
+            .rev()
+            .take(limit)
+        {
+            let (key, value) = item.map_err(LogError::sled("read window index"))?;
+            out.push(decode_window(partition, seq_of(&key), &value)?);
+        }
+        Ok(out)
+    }
+
+    /// What a restart needs for `partition`: its meta, the last closed window,
+    /// the sealed-but-unpublished windows and the log entries after the last
+    /// closed window. Windows are published in id order, so the unpublished
+    /// ones are the newest: the index is read backwards up to the first
+    /// published entry.
+    pub fn recover(&self, partition: u32) -> Result<RecoveredPartition, LogError> {
+        let meta = self.meta(partition)?;
+        let mut last_closed = None;
+        let mut unpublished = Vec::new();
+        for item in self.windows.scan_prefix(partition.to_be_bytes()).rev() {
+            let (key, value) = item.map_err(LogError::sled("read window index"))?;
+            let record = decode_window(partition, seq_of(&key), &value)?;
+            match record.state {
+                WindowState::Open => continue,
+                WindowState::Sealed => {
+                    if last_closed.is_none() {
+                        last_closed = Some(record.clone());
+                    }
+                    unpublished.push(record);
+                }
+                WindowState::Published => {
+                    if last_closed.is_none() {
+                        last_closed = Some(record);
+                    }
+                    break;
+                }
+            }
+        }
+        unpublished.reverse();
+        let tail_start = last_closed.as_ref().map_or(1, |w| w.last_seq + 1);
+        let mut tail = Vec::new();
+        for item in self
+            .log
+            .range(log_key(partition, tail_start)..=log_key(partition, u64::MAX))
+        {
+            let (key, value) = item.map_err(LogError::sled("read log"))?;
+            let seq = seq_of(&key);
+            let header: StoredHeader =
+                serde_json::from_slice(&value).map_err(|_| LogError::Corrupt {
+                    what: "log entry",
+                    partition,
+                    key: seq,
+                })?;
+            tail.push((seq, header.at_ms, header.tp));
+        }
+        Ok(RecoveredPartition {
+            meta,
+            last_closed,
+            unpublished,
+            tail,
+        })
+    }
+}
+
+fn windows_batch(records: &[WindowRecord]) -> Result<sled::Batch, LogError> {
+    let mut batch = sled::Batch::default();
+    for r in records {
+        let value = serde_json::to_vec(r).map_err(|source| LogError::Encode {
+            what: "window index entry",
+            source,
+        })?;
+        batch.insert(&window_key(r.partition, r.id), value);
+    }
+    Ok(batch)
+}
+
+fn decode_window(partition: u32, id: WindowId, bytes: &[u8]) -> Result<WindowRecord, LogError> {
+    serde_json::from_slice(bytes).map_err(|_| LogError::Corrupt {
+        what: "window index entry",
+        partition,
+        key: id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::tests::event;
+    use crate::window::{SealReason, WindowCutter, WindowSpec};
+
+    fn append(
+        log: &KvLog,
+        partition: u32,
+        first_seq: u64,
+        events: &[ChangeEvent],
+        windows: &[WindowRecord],
+    ) {
+        let refs: Vec<&ChangeEvent> = events.iter().collect();
+        let meta = PartitionMeta {
+            last_position: events.last().map(|e| e.position.clone()),
+            next_seq: first_seq + events.len() as u64,
+        };
+        log.append(&Append {
+            partition,
+            first_seq,
+            at_ms: 1000 + first_seq as i64,
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            events: &refs,
+            meta: &meta,
+            windows,
+        })
+        .expect("append");
+    }
+
+    fn sealed(partition: u32, id: u64, first: u64, last: u64) -> WindowRecord {
+        WindowRecord::sealed(
+            partition,
+            &SealedWindow {
+                id,
+                first_seq: first,
+                last_seq: last,
+                opened_at_ms: 1,
+                sealed_at_ms: 2,
+                traceparent: None,
+                reason: SealReason::Time,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn append_then_reopen_keeps_changes_meta_and_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events: Vec<ChangeEvent> = (1..=5).map(|i| event(i * 10, 0)).collect();
+        {
+            let log = KvLog::open(dir.path()).expect("open");
+            assert_eq!(log.meta(3).expect("meta"), PartitionMeta::default());
+            append(&log, 3, 1, &events[..3], &[sealed(3, 1, 1, 3)]);
+            append(&log, 3, 4, &events[3..], &[]);
+            // Another partition is independent.
+            append(&log, 4, 1, &events[..1], &[]);
+            log.flush().await.expect("flush");
+        }
+        let log = KvLog::open(dir.path()).expect("reopen");
+        let meta = log.meta(3).expect("meta");
+        assert_eq!(meta.next_seq, 6);
+        assert_eq!(meta.last_position.map(|p| p.offset), Some(50));
+        assert_eq!(log.read_changes(3, 1, 5).expect("read"), events);
+        assert_eq!(
+            log.read_changes(3, 2, 3).expect("read"),
+            events[1..3].to_vec()
+        );
+        assert_eq!(
+            log.read_changes(4, 1, 1).expect("read"),
+            events[..1].to_vec()
+        );
+        assert!(matches!(
+            log.read_changes(3, 5, 6),
+            Err(LogError::Corrupt { .. })
+        ));
+        let w = log.window(3, 1).expect("window").expect("present");
+        assert_eq!(
+            (w.first_seq, w.last_seq, w.state),
+            (1, 3, WindowState::Sealed)
+        );
+        assert!(log.window(3, 2).expect("window").is_none());
+    }
+
+    #[tokio::test]
+    async fn recover_finds_unpublished_windows_and_the_open_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events: Vec<ChangeEvent> = (1..=8).map(|i| event(i * 10, 0)).collect();
+        {
+            let log = KvLog::open(dir.path()).expect("open");
+            let mut w1 = sealed(0, 1, 1, 2);
+            w1.state = WindowState::Published;
+            append(&log, 0, 1, &events[..2], &[w1]);
+            append(
+                &log,
+                0,
+                3,
+                &events[2..5],
+                &[sealed(0, 2, 3, 4), sealed(0, 3, 5, 5)],
+            );
+            let open = WindowRecord::open(
+                0,
+                &OpenWindow {
+                    id: 4,
+                    first_seq: 6,
+                    last_seq: 8,
+                    opened_at_ms: 1006,
+                    traceparent: None,
+                },
+            );
+            append(&log, 0, 6, &events[5..], &[open]);
+            log.flush().await.expect("flush");
+        }
+        let log = KvLog::open(dir.path()).expect("reopen");
+        let r = log.recover(0).expect("recover");
+        assert_eq!(r.meta.next_seq, 9);
+        assert_eq!(r.last_closed.as_ref().map(|w| w.id), Some(3));
+        assert_eq!(
+            r.unpublished.iter().map(|w| w.id).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            r.tail.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![6, 7, 8]
+        );
+        assert_eq!(r.tail[0].1, 1006);
+        assert!(r.tail[0].2.is_some());
+
+        let (cutter, resealed) = WindowCutter::recover(
+            WindowSpec::new(1000, 100),
+            r.last_closed.map(|w| w.id),
+            r.tail,
+        );
+        assert!(resealed.is_empty());
+        let open = cutter.open_window().expect("open window");
+        assert_eq!((open.id, open.first_seq, open.last_seq), (4, 6, 8));
+
+        let latest = log.latest_windows(0, 2).expect("latest");
+        assert_eq!(latest.iter().map(|w| w.id).collect::<Vec<_>>(), vec![4, 3]);
+        assert_eq!(latest[0].state, WindowState::Open);
+    }
+
+    #[tokio::test]
+    async fn recover_of_an_empty_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = KvLog::open(dir.path()).expect("open");
+        let r = log.recover(7).expect("recover");
+        assert_eq!(r.meta, PartitionMeta::default());
+        assert!(r.last_closed.is_none() && r.unpublished.is_empty() && r.tail.is_empty());
+    }
+
+    #[tokio::test]
+    async fn marking_published_ends_the_unpublished_suffix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = KvLog::open(dir.path()).expect("open");
+        let events: Vec<ChangeEvent> = (1..=2).map(|i| event(i * 10, 0)).collect();
+        append(
+            &log,
+            1,
+            1,
+            &events,
+            &[sealed(1, 1, 1, 1), sealed(1, 2, 2, 2)],
+        );
+        let mut w1 = log.window(1, 1).expect("read").expect("present");
+        w1.state = WindowState::Published;
+        w1.published_at_ms = Some(5);
+        log.put_windows(&[w1]).expect("mark");
+        let r = log.recover(1).expect("recover");
+        assert_eq!(
+            r.unpublished.iter().map(|w| w.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        let mut w2 = log.window(1, 2).expect("read").expect("present");
+        w2.state = WindowState::Published;
+        log.put_windows(&[w2]).expect("mark");
+        let r = log.recover(1).expect("recover");
+        assert!(r.unpublished.is_empty());
+        assert_eq!(r.last_closed.map(|w| w.id), Some(2));
+        assert!(r.tail.is_empty());
+    }
+}

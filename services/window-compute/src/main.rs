@@ -1,0 +1,17 @@
+//! The window-compute binary: load settings, start telemetry, run the service.
+
+use anyhow::Context;
+use mdp_window_compute::{configuration, Application, SERVICE};
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = configuration::load().context("failed to load the configuration")?;
+    let _telemetry = mdp_telemetry::init_telemetry(SERVICE, &settings.telemetry);
+    let app = Application::build(settings)
+        .await
+        .context("failed to start window-compute")?;
+    tracing::info!(port = app.port(), "window-compute listening");
+    actix_web::rt::spawn(mdp_service::shutdown_signal(app.context().cancel.clone()));
+    app.run().await.context("window-compute failed")?;
+    Ok(())
+}

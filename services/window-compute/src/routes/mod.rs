@@ -1,0 +1,13 @@
+//! HTTP resources of window-compute (besides the common health, metrics and
+//! status routes).
+
+pub mod partitions;
+pub mod reports;
+
+use actix_web::web;
+
+/// `GET /v1/reports` and `GET /v1/partitions`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/reports", web::get().to(reports::list))
+        .route("/v1/partitions", web::get().to(partitions::list));
+}
