@@ -82,13 +82,14 @@ start() {
     initialise
     rm -f "$pidfile"
     # setsid: the server outlives the shell that started it and gets none of its signals.
+    # 9>&-: it must not inherit the lock's descriptor, or it would hold the lock while it runs.
     setsid mariadbd --no-defaults --user=root --datadir="$datadir" \
         --port="$port" --bind-address=127.0.0.1 --socket="$socket" \
         --pid-file="$datadir/mariadbd.pid" --log-error="$logfile" \
         --log-bin="$datadir/binlog" --server-id=1 \
         --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL \
         --max-connections=500 --skip-name-resolve \
-        </dev/null >>"$logfile" 2>&1 &
+        </dev/null >>"$logfile" 2>&1 9>&- &
     local pid=$!
     echo "$pid" >"$pidfile"
     local deadline=$((SECONDS + start_timeout_s))
