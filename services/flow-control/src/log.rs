@@ -1,10 +1,19 @@
 //! The durable KV log in sled: per-partition change log, partition meta and the window index.
-//! Appends, the partition's position and window index changes are written in one transaction.
+//!
+//! Only single-key writes are used. sled's transactions and `apply_batch`
+//! switch the whole process into a reader-writer locking mode in which
+//! concurrent flushes of several partitions can deadlock under load; plain
+//! inserts never take that lock. An append writes its log entries, then the
+//! window index entries, then the partition meta, which is the commit point:
+//! sled recovers a prefix of its write log, so a meta that survived a crash
+//! implies everything written before it did, and whatever an append wrote
+//! after the last surviving meta is ignored and removed by [`KvLog::recover`].
+//! Nothing of such an append was acknowledged or published, because both
+//! wait for a flush that covers the meta.
 
 use crate::window::{OpenWindow, SealedWindow};
 use mdp_types::{ChangeEvent, Position, WindowId};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
 use std::time::Instant;
 
@@ -242,11 +251,10 @@ impl KvLog {
         }
     }
 
-    /// Writes the append atomically (not yet durable: call [`KvLog::flush`]).
+    /// Writes the append, meta last (not yet durable: call [`KvLog::flush`]).
     /// Writing the same append twice overwrites the same keys, so an append
-    /// retried after a failed flush is harmless.
+    /// retried after a failed write or flush is harmless.
     pub fn append(&self, a: &Append<'_>) -> Result<(), LogError> {
-        let mut log_batch = sled::Batch::default();
         for (i, event) in a.events.iter().enumerate() {
             let entry = StoredChangeRef {
                 at_ms: a.at_ms,
@@ -257,39 +265,33 @@ impl KvLog {
                 what: "change",
                 source,
             })?;
-            log_batch.insert(&log_key(a.partition, a.first_seq + i as u64), value);
+            self.log
+                .insert(log_key(a.partition, a.first_seq + i as u64), value)
+                .map_err(LogError::sled("append"))?;
         }
+        self.put_windows(a.windows)?;
         let meta_value = serde_json::to_vec(a.meta).map_err(|source| LogError::Encode {
             what: "partition meta",
             source,
         })?;
-        let windows_batch = windows_batch(a.windows)?;
-        let partition_key = a.partition.to_be_bytes();
-        let result: Result<(), TransactionError<()>> = (&self.log, &self.meta, &self.windows)
-            .transaction(|(log, meta, windows)| {
-                log.apply_batch(&log_batch)?;
-                meta.insert(&partition_key, meta_value.as_slice())?;
-                windows.apply_batch(&windows_batch)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        result.map_err(|e| match e {
-            TransactionError::Storage(source) => LogError::Sled {
-                op: "append",
-                source,
-            },
-            TransactionError::Abort(()) => LogError::Sled {
-                op: "append",
-                source: sled::Error::ReportableBug("append transaction aborted".into()),
-            },
-        })
+        self.meta
+            .insert(a.partition.to_be_bytes(), meta_value)
+            .map_err(LogError::sled("append"))?;
+        Ok(())
     }
 
     /// Writes window index entries (not yet durable: call [`KvLog::flush`]).
     pub fn put_windows(&self, records: &[WindowRecord]) -> Result<(), LogError> {
-        let batch = windows_batch(records)?;
-        self.windows
-            .apply_batch(batch)
-            .map_err(LogError::sled("write window index"))
+        for r in records {
+            let value = serde_json::to_vec(r).map_err(|source| LogError::Encode {
+                what: "window index entry",
+                source,
+            })?;
+            self.windows
+                .insert(window_key(r.partition, r.id), value)
+                .map_err(LogError::sled("write window index"))?;
+        }
+        Ok(())
     }
 
     /// Makes everything written so far durable.
@@ -374,8 +376,13 @@ impl KvLog {
     /// closed window. Windows are published in id order, so the unpublished
     /// ones are the newest: the index is read backwards up to the first
     /// published entry.
+    ///
+    /// Entries of an append whose meta did not survive a crash (log entries
+    /// at or after `meta.next_seq`, window entries reaching them) are removed
+    /// first: they were never acknowledged nor published.
     pub fn recover(&self, partition: u32) -> Result<RecoveredPartition, LogError> {
         let meta = self.meta(partition)?;
+        self.remove_uncommitted(partition, meta.next_seq)?;
         let mut last_closed = None;
         let mut unpublished = Vec::new();
         for item in self.windows.scan_prefix(partition.to_be_bytes()).rev() {
@@ -421,18 +428,46 @@ impl KvLog {
             tail,
         })
     }
-}
 
-fn windows_batch(records: &[WindowRecord]) -> Result<sled::Batch, LogError> {
-    let mut batch = sled::Batch::default();
-    for r in records {
-        let value = serde_json::to_vec(r).map_err(|source| LogError::Encode {
-            what: "window index entry",
-            source,
-        })?;
-        batch.insert(&window_key(r.partition, r.id), value);
+    /// Removes the partition's log entries from `next_seq` on and the window
+    /// entries reaching them. Returns how many entries were removed.
+    fn remove_uncommitted(&self, partition: u32, next_seq: u64) -> Result<usize, LogError> {
+        let mut removed = 0;
+        let stale_log: Vec<sled::IVec> = self
+            .log
+            .range(log_key(partition, next_seq)..=log_key(partition, u64::MAX))
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(LogError::sled("read log"))?;
+        for key in stale_log {
+            self.log.remove(key).map_err(LogError::sled("trim log"))?;
+            removed += 1;
+        }
+        let mut stale_windows = Vec::new();
+        for item in self.windows.scan_prefix(partition.to_be_bytes()).rev() {
+            let (key, value) = item.map_err(LogError::sled("read window index"))?;
+            let record = decode_window(partition, seq_of(&key), &value)?;
+            if record.last_seq < next_seq {
+                break;
+            }
+            stale_windows.push(key);
+        }
+        for key in stale_windows {
+            self.windows
+                .remove(key)
+                .map_err(LogError::sled("trim window index"))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::warn!(
+                partition,
+                removed,
+                next_seq,
+                "removed kv log entries of an append that did not complete before a crash"
+            );
+        }
+        Ok(removed)
     }
-    Ok(batch)
 }
 
 fn decode_window(partition: u32, id: WindowId, bytes: &[u8]) -> Result<WindowRecord, LogError> {
@@ -582,6 +617,51 @@ mod tests {
         let latest = log.latest_windows(0, 2).expect("latest");
         assert_eq!(latest.iter().map(|w| w.id).collect::<Vec<_>>(), vec![4, 3]);
         assert_eq!(latest[0].state, WindowState::Open);
+    }
+
+    #[tokio::test]
+    async fn recover_drops_an_append_whose_meta_was_not_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events: Vec<ChangeEvent> = (1..=6).map(|i| event(i * 10, 0)).collect();
+        {
+            let log = KvLog::open(dir.path()).expect("open");
+            append(&log, 2, 1, &events[..3], &[sealed(2, 1, 1, 2)]);
+            // A crash between the entries and the meta of the next append:
+            // its log and window entries are written, its meta is not.
+            let refs: Vec<&ChangeEvent> = events[3..].iter().collect();
+            for (i, e) in refs.iter().enumerate() {
+                let value = serde_json::to_vec(&StoredChangeRef {
+                    at_ms: 1,
+                    tp: None,
+                    event: e,
+                })
+                .expect("encode");
+                log.log
+                    .insert(log_key(2, 4 + i as u64), value)
+                    .expect("insert");
+            }
+            log.put_windows(&[sealed(2, 2, 3, 5)]).expect("windows");
+            log.flush().await.expect("flush");
+        }
+        let log = KvLog::open(dir.path()).expect("reopen");
+        let r = log.recover(2).expect("recover");
+        assert_eq!(r.meta.next_seq, 4);
+        assert_eq!(r.meta.last_position.map(|p| p.offset), Some(30));
+        assert_eq!(r.last_closed.map(|w| w.id), Some(1));
+        assert_eq!(
+            r.unpublished.iter().map(|w| w.id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(r.tail.iter().map(|t| t.0).collect::<Vec<_>>(), vec![3]);
+        assert!(log.window(2, 2).expect("window").is_none());
+        assert!(matches!(
+            log.read_changes(2, 4, 4),
+            Err(LogError::Corrupt { .. })
+        ));
+        assert_eq!(
+            log.read_changes(2, 1, 3).expect("read"),
+            events[..3].to_vec()
+        );
     }
 
     #[tokio::test]

@@ -287,7 +287,8 @@ impl Handler<AppendBatch> for PartitionActor {
                 windows: &records,
             });
             if let Err(error) = written {
-                // Nothing was written (one sled transaction): state stays as it was.
+                // The meta was not written, so the append did not happen: state stays
+                // as it was and a retry overwrites whatever part of it was written.
                 self.cutter = before;
                 self.kv_failure("append", &error);
                 return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
