@@ -1,5 +1,5 @@
 //! The hot path: a report's rows of one tenant from its Redis hash, with the
-//! stale flag and the freshness hash, in one round trip.
+//! stale flag, the freshness hash and the cache epoch, in one round trip.
 
 use crate::domain::ReportRow;
 use mdp_result_writer::layout::{Freshness, RedisKeys, ReportName};
@@ -69,13 +69,21 @@ impl HotCache {
             .arg(self.keys.stale_set())
             .arg(&key)
             .cmd("HGETALL")
-            .arg(self.keys.freshness());
+            .arg(self.keys.freshness())
+            .cmd("EXISTS")
+            .arg(self.keys.cache_epoch());
         let mut conn = self.conn.clone();
-        let (fields, stale, freshness): (HashMap<String, String>, bool, HashMap<String, String>) =
-            pipe.query_async(&mut conn).await?;
+        let (fields, stale, freshness, epoch): (
+            HashMap<String, String>,
+            bool,
+            HashMap<String, String>,
+            bool,
+        ) = pipe.query_async(&mut conn).await?;
         let mut entry = HotEntry {
             rows: Vec::with_capacity(fields.len()),
-            stale,
+            // Without the epoch key Redis lost its data and the writer is
+            // still rebuilding it: no hash can be trusted yet.
+            stale: stale || !epoch,
             freshness: parse_freshness(freshness),
             unreadable: 0,
         };

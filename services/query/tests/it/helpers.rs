@@ -200,9 +200,16 @@ pub async fn insert_mysql(conn: &mut MySqlConnection, rows: &[DailyRow<'_>]) {
     }
 }
 
-/// Writes rows into the merchant's Redis hash.
+/// Writes rows into the merchant's Redis hash and, as the writer does once
+/// its cache is complete, the cache epoch key.
 pub async fn insert_redis(env: &TestEnv, rows: &[DailyRow<'_>]) {
     let mut r = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(layout::RedisKeys::new(&env.prefix).cache_epoch())
+        .arg(1)
+        .query_async(&mut r)
+        .await
+        .expect("set cache epoch");
     for row in rows {
         let _: () = redis::cmd("HSET")
             .arg(env.hash(&row.merchant.to_string()))

@@ -1,12 +1,17 @@
 //! Brings Redis back in line with MySQL after an outage: probes Redis while
 //! it is degraded, notices when Redis lost its data (cache epoch key gone),
 //! and rebuilds every stale (report, tenant) hash from the report tables.
+//!
+//! Readers trust Redis only while the epoch key exists. After Redis lost its
+//! data, the epoch is set again only once every hash has been rebuilt, so the
+//! hashes partition writers refill in the meantime (holding only the rows
+//! changed since) are never served.
 
 use crate::events;
 use crate::layout::{Freshness, ReportName};
 use crate::writer::Writer;
 use actix::prelude::*;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +36,9 @@ pub struct CacheRebuilder {
     service: mdp_service::ServiceContext,
     stale: StaleCount,
     busy: bool,
+    /// Redis lost its data and the rebuild has not finished: the epoch key
+    /// is set when it has.
+    epoch_pending: Arc<AtomicBool>,
 }
 
 impl CacheRebuilder {
@@ -44,6 +52,7 @@ impl CacheRebuilder {
             service,
             stale,
             busy: false,
+            epoch_pending: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -55,9 +64,10 @@ impl CacheRebuilder {
         let writer = self.writer.clone();
         let stale = self.stale.clone();
         let service = self.service.clone();
+        let epoch_pending = self.epoch_pending.clone();
         ctx.spawn(
             async move {
-                match round(&writer).await {
+                match round(&writer, &epoch_pending).await {
                     Ok(remaining) => {
                         stale.0.store(remaining, Ordering::Relaxed);
                         service
@@ -117,7 +127,7 @@ async fn probe_mysql(writer: &Writer) {
 
 /// One round: probes, epoch check, rebuild up to [`MARKS_PER_ROUND`]
 /// entries. Returns the number of entries still stale.
-async fn round(writer: &Writer) -> Result<i64, RoundError> {
+async fn round(writer: &Writer, epoch_pending: &AtomicBool) -> Result<i64, RoundError> {
     probe_mysql(writer).await;
     let redis = &writer.redis;
     if redis.is_degraded() {
@@ -139,7 +149,10 @@ async fn round(writer: &Writer) -> Result<i64, RoundError> {
     writer.record_unrecorded_stale().await?;
 
     let epoch_present = cache_op(writer, "epoch", writer.cache.epoch_present()).await?;
-    if !epoch_present {
+    if epoch_present {
+        // Another replica finished the rebuild.
+        epoch_pending.store(false, Ordering::Relaxed);
+    } else if !epoch_pending.load(Ordering::Relaxed) {
         let reports: Vec<ReportName> = writer
             .reports
             .reports()
@@ -147,17 +160,20 @@ async fn round(writer: &Writer) -> Result<i64, RoundError> {
             .filter_map(|r| ReportName::parse(&r.name).ok())
             .collect();
         let marked = writer.store.mark_all_stale(&reports).await?;
+        epoch_pending.store(true, Ordering::Relaxed);
         tracing::info!(
             entries = marked,
-            "redis holds no cache epoch: every cache entry is rebuilt from mysql"
+            "redis holds no cache epoch: every cache entry is rebuilt from mysql, readers use mysql until then"
         );
-        cache_op(writer, "epoch", writer.cache.set_epoch(mdp_types::now_ms())).await?;
     }
 
     let marks = writer.store.stale_marks(MARKS_PER_ROUND).await?;
     if marks.is_empty() {
-        if !epoch_present {
+        if epoch_pending.load(Ordering::Relaxed) {
             sync_freshness(writer).await?;
+            cache_op(writer, "epoch", writer.cache.set_epoch(mdp_types::now_ms())).await?;
+            epoch_pending.store(false, Ordering::Relaxed);
+            tracing::info!("cache rebuilt from mysql: readers use redis again");
         }
         return Ok(0);
     }
