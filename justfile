@@ -74,6 +74,13 @@ bench: setup
     cargo build --release --workspace --bins
     MDP_BIN_DIR="${CARGO_TARGET_DIR:-target}/release" timeout --signal=INT --kill-after=60s 40m "${CARGO_TARGET_DIR:-target}/release/mdp-bench"
 
+# Chaos run (about 5 min after the build; loopback only, stops by itself): its own RabbitMQ,
+# Redis and MariaDB (scripts/chaos-infra.sh), continuous load, every service SIGKILLed, broker,
+# cache and database restarted and crashed, a window-compute replica killed for good; per-fault
+# recovery time and replays, then every report row against MariaDB. Env: MDP_CHAOS_* (see mdp-chaos).
+chaos: setup build
+    timeout --signal=INT --kill-after=60s 30m "${CARGO_TARGET_DIR:-target}/debug/mdp-chaos"
+
 # Format every crate.
 fmt:
     cargo fmt --all

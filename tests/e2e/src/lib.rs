@@ -10,9 +10,17 @@
 //!   bounds on count and time.
 //! - [`zipf`]: the skewed merchant popularity used by the planner.
 //! - [`platform`]: the six services started as processes for one test or
-//!   benchmark run, and the comparison of served reports with MariaDB.
+//!   benchmark run, and the comparison of served rows with MariaDB's.
+//! - [`oracle`]: every report recomputed by MariaDB over the source tables
+//!   and compared with the query API.
+//! - [`probe`]: freshness probe orders, committed and looked for end to end.
+//! - [`chaos`]: a fault schedule (service kills, broker, cache and database
+//!   restarts) run under load, with a per-fault report and the final verdict.
 
+pub mod chaos;
+pub mod oracle;
 pub mod platform;
+pub mod probe;
 pub mod runner;
 pub mod schema;
 pub mod workload;

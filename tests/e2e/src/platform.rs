@@ -34,6 +34,37 @@ pub fn results_server() -> String {
     std::env::var("MDP_TEST_RESULTS_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// The servers a platform runs against. Each platform makes its own
+/// databases, queue prefix and key prefix on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Infra {
+    /// Binlog-enabled MariaDB server URL, without a database.
+    pub source: String,
+    /// MariaDB server URL for report tables, without a database.
+    pub results: String,
+    pub amqp: String,
+    pub redis: String,
+}
+
+impl Infra {
+    /// The machine's shared servers (`MDP_TEST_SOURCE_URL` and
+    /// `MDP_TEST_RESULTS_URL` override the MariaDB ones).
+    pub fn shared() -> Infra {
+        Infra {
+            source: source_server(),
+            results: results_server(),
+            amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            redis: "redis://127.0.0.1:6379/0".into(),
+        }
+    }
+}
+
+impl Default for Infra {
+    fn default() -> Self {
+        Infra::shared()
+    }
+}
+
 /// The report definitions shipped in the repository's `reports/` directory.
 pub fn repo_reports() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports");
@@ -53,6 +84,22 @@ pub fn repo_reports() -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// Resolves on SIGINT or SIGTERM: runs that start processes stop them then.
+pub async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 pub fn free_port() -> u16 {
@@ -91,6 +138,7 @@ pub struct Platform {
     pub prefix: String,
     pub extra_env: Vec<(String, String)>,
     pub reports: Vec<(String, String)>,
+    pub infra: Infra,
     procs: BTreeMap<String, Child>,
 }
 
@@ -100,6 +148,7 @@ pub struct PlatformOptions {
     pub reports: Vec<(String, String)>,
     pub extra_env: Vec<(String, String)>,
     pub window_ms: u64,
+    pub infra: Infra,
 }
 
 impl Platform {
@@ -139,12 +188,14 @@ merchants = "id"
 dir = "{reports}"
 
 [rabbitmq]
+url = "{amqp}"
 prefix = "{prefix}"
 
 [results]
 url = "{results}/{results_db}"
 
 [redis]
+url = "{redis}"
 key_prefix = "{prefix}"
 
 [telemetry]
@@ -175,10 +226,12 @@ cache_ttl_ms = 1
 [admin]
 listen = "127.0.0.1:{p_admin}"
 "#,
-            source = source_server(),
+            source = opts.infra.source,
+            amqp = opts.infra.amqp,
+            redis = opts.infra.redis,
             server_id = 5000 + rand::rng().random_range(0..100_000u32),
             reports = reports_dir.display(),
-            results = results_server(),
+            results = opts.infra.results,
             d = dir.path().display(),
             window_ms = opts.window_ms,
             p_ingest = ports["ingest"],
@@ -191,9 +244,9 @@ listen = "127.0.0.1:{p_admin}"
         let config_path = dir.path().join("mdp.toml");
         std::fs::write(&config_path, config).expect("write config");
 
-        let server = MySqlPool::connect(&source_server())
+        let server = MySqlPool::connect(&opts.infra.source)
             .await
-            .expect("source MariaDB on 3307 (scripts/source-db.sh start)");
+            .unwrap_or_else(|e| panic!("source MariaDB {}: {e}", opts.infra.source));
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE `{source_db}`")))
             .execute(&server)
             .await
@@ -209,6 +262,7 @@ listen = "127.0.0.1:{p_admin}"
             prefix,
             extra_env: opts.extra_env,
             reports: opts.reports,
+            infra: opts.infra,
             procs: BTreeMap::new(),
         }
     }
@@ -216,9 +270,19 @@ listen = "127.0.0.1:{p_admin}"
     pub async fn source_pool(&self) -> MySqlPool {
         MySqlPoolOptions::new()
             .max_connections(4)
-            .connect(&format!("{}/{}", source_server(), self.source_db))
+            .connect(&self.source_url())
             .await
             .expect("connect source db")
+    }
+
+    /// URL of this platform's source database.
+    pub fn source_url(&self) -> String {
+        format!("{}/{}", self.infra.source, self.source_db)
+    }
+
+    /// URL of this platform's results database.
+    pub fn results_url(&self) -> String {
+        format!("{}/{}", self.infra.results, self.results_db)
     }
 
     pub fn start(&mut self, service: &str) {
@@ -336,7 +400,7 @@ listen = "127.0.0.1:{p_admin}"
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Ok(pool) = MySqlPool::connect(&source_server()).await {
+        if let Ok(pool) = MySqlPool::connect(&self.infra.source).await {
             let _ = sqlx::query(AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS `{}`",
                 self.source_db
@@ -344,7 +408,7 @@ listen = "127.0.0.1:{p_admin}"
             .execute(&pool)
             .await;
         }
-        if let Ok(pool) = MySqlPool::connect(&results_server()).await {
+        if let Ok(pool) = MySqlPool::connect(&self.infra.results).await {
             let _ = sqlx::query(AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS `{}`",
                 self.results_db
@@ -352,8 +416,8 @@ listen = "127.0.0.1:{p_admin}"
             .execute(&pool)
             .await;
         }
-        delete_amqp_topology(&self.prefix).await;
-        delete_redis_prefix(&self.prefix).await;
+        delete_amqp_topology(&self.infra.amqp, &self.prefix).await;
+        delete_redis_prefix(&self.infra.redis, &self.prefix).await;
     }
 }
 
@@ -377,9 +441,8 @@ impl Drop for Platform {
     }
 }
 
-async fn delete_amqp_topology(prefix: &str) {
+async fn delete_amqp_topology(url: &str, prefix: &str) {
     use mdp_amqp::lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
     let Ok(conn) = mdp_amqp::lapin::Connection::connect(url, Default::default()).await else {
         return;
     };
@@ -425,8 +488,8 @@ async fn delete_amqp_topology(prefix: &str) {
     let _ = conn.close(200, "test done".into()).await;
 }
 
-async fn delete_redis_prefix(prefix: &str) {
-    let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/0") else {
+async fn delete_redis_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
         return;
     };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
@@ -448,11 +511,17 @@ pub type JsonRow = BTreeMap<String, serde_json::Value>;
 /// Runs `sql` in MariaDB and returns rows as JSON with the same conventions
 /// as the query API (integers as integers, decimals as numbers, dates as text).
 pub async fn mysql_rows(pool: &MySqlPool, sql: &str) -> Vec<JsonRow> {
+    try_mysql_rows(pool, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`mysql_rows`] returning the database error instead of panicking.
+pub async fn try_mysql_rows(pool: &MySqlPool, sql: &str) -> Result<Vec<JsonRow>, sqlx::Error> {
     let rows: Vec<MySqlRow> = sqlx::query(AssertSqlSafe(sql.to_string()))
         .fetch_all(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter().map(row_to_json).collect()
+        .await?;
+    Ok(rows.iter().map(row_to_json).collect())
 }
 
 fn row_to_json(row: &MySqlRow) -> JsonRow {

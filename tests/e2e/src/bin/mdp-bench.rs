@@ -16,9 +16,9 @@
 
 use futures::FutureExt;
 use mdp_e2e::platform::{
-    api_rows, diff_rows, mysql_rows, repo_reports, source_server, JsonRow, Platform,
-    PlatformOptions,
+    api_rows, diff_rows, mysql_rows, repo_reports, Infra, JsonRow, Platform, PlatformOptions,
 };
+use mdp_e2e::probe::{self, PROBE_REPORT};
 use mdp_e2e::runner::{self, RunError, RunOptions, RunStats};
 use mdp_e2e::schema::{self, SchemaError};
 use mdp_e2e::workload::WorkloadConfig;
@@ -47,13 +47,6 @@ binlog source MariaDB (3307) and Redis. Tuning by environment:
   MDP_BENCH_WINDOW_MS      flow-control window length in ms (default 1000)
   MDP_BENCH_REPORTS        comma-separated report names to run (default: every report in reports/)";
 
-/// The merchant whose orders are the freshness probes; the workload's
-/// merchants are `1..=MDP_BENCH_MERCHANTS`.
-const PROBE_MERCHANT: i64 = 990_001;
-/// Probe order ids start here, far above the ids the workload assigns.
-const PROBE_ORDER_ID_BASE: i64 = 9_000_000_000_000;
-/// The report the probes are read from (orders per merchant and day).
-const PROBE_REPORT: &str = "merchant_daily_orders";
 /// How often the query API is asked whether the newest probe is visible.
 const PROBE_POLL: Duration = Duration::from_millis(50);
 /// How long probes may take to appear after the load stops.
@@ -450,46 +443,6 @@ struct Probes {
     committed: Vec<Instant>,
 }
 
-async fn commit_probe(pool: &MySqlPool, n: usize) -> Result<Instant, BenchError> {
-    let now = chrono::Utc::now().naive_utc();
-    let id = PROBE_ORDER_ID_BASE + n as i64;
-    sqlx::query(
-        "INSERT INTO orders (id, merchant_id, customer_id, status, amount_cents, refund_cents, created_at, updated_at) \
-         VALUES (?, ?, ?, 'paid', ?, 0, ?, ?)",
-    )
-    .bind(id)
-    .bind(PROBE_MERCHANT)
-    .bind(id)
-    .bind(1_000 + n as i64)
-    .bind(now)
-    .bind(now)
-    .execute(pool)
-    .await
-    .map_err(sql_err("committing a probe order"))?;
-    Ok(Instant::now())
-}
-
-/// Orders of the probe merchant the query API serves (over all days).
-async fn visible_probes(client: &reqwest::Client, url: &str) -> Option<usize> {
-    let resp = client
-        .get(url)
-        .query(&[("merchant_id", PROBE_MERCHANT.to_string())])
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body: serde_json::Value = resp.json().await.ok()?;
-    let rows = body["rows"].as_array()?;
-    Some(
-        rows.iter()
-            .filter_map(|r| r["orders"].as_f64())
-            .sum::<f64>()
-            .round() as usize,
-    )
-}
-
 /// Measure 2: steady load plus probes.
 async fn freshness(
     platform: &Platform,
@@ -505,13 +458,9 @@ async fn freshness(
     .await?;
     // The probe merchant is created after the planners read the merchants,
     // so the workload never touches it.
-    sqlx::query(
-        "INSERT INTO merchants (id, name, city, created_at) VALUES (?, 'freshness probe', 'Hangzhou', UTC_TIMESTAMP())",
-    )
-    .bind(PROBE_MERCHANT)
-    .execute(source)
-    .await
-    .map_err(sql_err("creating the probe merchant"))?;
+    probe::create_merchant(source)
+        .await
+        .map_err(sql_err("creating the probe merchant"))?;
 
     eprintln!(
         "bench: freshness: {} changes/s for {} s, a probe every {} ms",
@@ -530,8 +479,7 @@ async fn freshness(
     let load = tokio::spawn(async move { runner::run(&load_pool, planners, &opts, stop).await });
 
     let probes = Arc::new(Mutex::new(Probes::default()));
-    let probe_pool =
-        schema::connect(&format!("{}/{}", source_server(), platform.source_db), 2).await?;
+    let probe_pool = schema::connect(&platform.source_url(), 2).await?;
     let prober = {
         let probes = probes.clone();
         let pool = probe_pool.clone();
@@ -544,7 +492,9 @@ async fn freshness(
             while Instant::now() < until {
                 tick.tick().await;
                 n += 1;
-                let at = commit_probe(&pool, n).await?;
+                let at = probe::commit(&pool, n)
+                    .await
+                    .map_err(sql_err("committing a probe order"))?;
                 if let Ok(mut p) = probes.lock() {
                     p.committed.push(at);
                 }
@@ -554,7 +504,6 @@ async fn freshness(
     };
 
     let client = reqwest::Client::new();
-    let url = platform.url("query", &format!("/v1/reports/{PROBE_REPORT}/rows"));
     let mut latencies = Vec::new();
     let mut tail_deadline: Option<Instant> = None;
     loop {
@@ -562,7 +511,7 @@ async fn freshness(
             .lock()
             .map(|p| p.committed.clone())
             .unwrap_or_default();
-        if let Some(visible) = visible_probes(&client, &url).await {
+        if let Some(visible) = probe::visible(&client, platform).await {
             let now = Instant::now();
             // Probes become visible in commit order (one merchant, one partition).
             let upto = visible.min(committed.len());
@@ -733,11 +682,7 @@ fn print_report(params: &Params, reports: usize, t: &Throughput, f: &Freshness) 
 }
 
 async fn run(platform: &mut Platform, params: &Params) -> Result<(), BenchError> {
-    let source = schema::connect(
-        &format!("{}/{}", source_server(), platform.source_db),
-        params.workers + 2,
-    )
-    .await?;
+    let source = schema::connect(&platform.source_url(), params.workers + 2).await?;
     schema::create_tables(&source).await?;
     platform.start_all().await;
     let specs = report_specs(platform).await?;
@@ -752,21 +697,6 @@ async fn run(platform: &mut Platform, params: &Params) -> Result<(), BenchError>
     source.close().await;
     print_report(params, specs.len(), &t, &f);
     Ok(())
-}
-
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn bench(params: Params) -> Result<(), BenchError> {
@@ -803,6 +733,7 @@ async fn bench(params: Params) -> Result<(), BenchError> {
         reports,
         extra_env: vec![],
         window_ms: params.window_ms,
+        infra: Infra::shared(),
     })
     .await;
     let outcome = {
@@ -818,7 +749,7 @@ async fn bench(params: Params) -> Result<(), BenchError> {
                         .unwrap_or_default(),
                 )),
             },
-            _ = interrupted() => Err(BenchError::Interrupted),
+            _ = mdp_e2e::platform::interrupted() => Err(BenchError::Interrupted),
         }
     };
     if outcome.is_err() {

@@ -4,7 +4,7 @@
 //! report row from the query API compared with the same SQL run directly over
 //! the final source tables.
 
-use crate::helpers::{api_rows, diff_rows, mysql_rows, repo_reports, Platform, PlatformOptions};
+use crate::helpers::{repo_reports, Infra, Platform, PlatformOptions};
 use mdp_e2e::runner::{self, RunOptions};
 use mdp_e2e::workload::WorkloadConfig;
 use sqlx::MySqlPool;
@@ -18,6 +18,7 @@ pub fn options() -> PlatformOptions {
         reports: repo_reports(),
         extra_env: vec![],
         window_ms: 300,
+        infra: Infra::shared(),
     }
 }
 
@@ -48,99 +49,16 @@ pub async fn apply_changes(pool: &MySqlPool, seed: u64, changes: u64) {
     );
 }
 
-/// The key columns of each report and whether it is keyed by merchant, as
-/// the query API lists them.
-async fn report_keys(platform: &Platform) -> Vec<(String, Vec<String>, bool)> {
-    let body: serde_json::Value = reqwest::get(platform.url("query", "/v1/reports"))
-        .await
-        .expect("GET /v1/reports")
-        .json()
-        .await
-        .expect("reports JSON");
-    let reports = body["reports"].as_array().cloned().unwrap_or_default();
-    assert_eq!(
-        reports.len(),
-        platform.reports.len(),
-        "reports listed: {body}"
-    );
-    reports
-        .iter()
-        .map(|r| {
-            let keys = r["columns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|c| c["role"] == "key")
-                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                .collect();
-            let keyed = r["keyed_by_merchant"].as_bool().unwrap_or(true);
-            (
-                r["name"].as_str().unwrap_or_default().to_string(),
-                keys,
-                keyed,
-            )
-        })
-        .collect()
-}
-
 /// Polls until every report served equals the oracle, or panics with the
-/// differences after `timeout`.
+/// differences and the services' logs after `timeout`.
 pub async fn assert_converges(platform: &Platform, source: &MySqlPool, timeout: Duration) {
-    let keys = report_keys(platform).await;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut problems = Vec::new();
-        for (name, sql) in &platform.reports {
-            let listed = keys.iter().find(|(n, _, _)| n == name);
-            let key: Vec<&str> = listed
-                .map(|(_, k, _)| k.iter().map(String::as_str).collect())
-                .unwrap_or_default();
-            let keyed_by_merchant = listed.is_none_or(|(_, _, keyed)| *keyed);
-            let expected = mysql_rows(source, sql).await;
-            if !keyed_by_merchant {
-                // A report across merchants is read without merchant_id.
-                match api_rows(platform, name, &[]).await {
-                    Ok(all) => {
-                        if let Some(d) = diff_rows(&expected, &all, &key) {
-                            problems.push(format!("{name}: {d}"));
-                        }
-                    }
-                    Err(e) => problems.push(format!("{name}: query failed: {e}")),
-                }
-                continue;
-            }
-            let mut actual = Vec::new();
-            for m in 1..=MERCHANTS {
-                match api_rows(platform, name, &[("merchant_id", m.to_string())]).await {
-                    Ok(rows) => actual.extend(rows),
-                    Err(e) => problems.push(format!("{name}: query failed: {e}")),
-                }
-            }
-            assert!(!expected.is_empty() || actual.is_empty());
-            if let Some(d) = diff_rows(&expected, &actual, &key) {
-                problems.push(format!("{name}: {d}"));
-            }
-            // The same report read for every merchant at once.
-            match api_rows(platform, name, &[]).await {
-                Ok(all) => {
-                    if let Some(d) = diff_rows(&expected, &all, &key) {
-                        problems.push(format!("{name} (every merchant): {d}"));
-                    }
-                }
-                Err(e) => problems.push(format!("{name} (every merchant): query failed: {e}")),
-            }
-        }
-        if problems.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "reports did not converge:\n{}\n\nlogs:\n{}",
-                problems.join("\n"),
-                platform.all_logs_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Err(problems) =
+        mdp_e2e::oracle::wait_converged(platform, source, MERCHANTS, timeout).await
+    {
+        panic!(
+            "reports did not converge:\n{problems}\n\nlogs:\n{}",
+            platform.all_logs_tail()
+        );
     }
 }
 
