@@ -137,6 +137,8 @@ impl ReaderTask {
             }
             match result {
                 Ok(()) | Err(SourceError::PublisherGone) => return,
+                // Not a failure: reconnect at once from the next file.
+                Err(SourceError::FileEnded { .. }) => continue,
                 Err(e) => {
                     let resume = reader.resume_position().clone();
                     if !self

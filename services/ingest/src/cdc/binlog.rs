@@ -23,7 +23,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +31,12 @@ use tokio_util::sync::CancellationToken;
 const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 /// A stream silent for this long is considered dead and reconnected.
 const SILENCE_LIMIT: Duration = Duration::from_secs(15);
+/// After this long with only heartbeats, check whether the stream waits at
+/// the end of a binlog file the source no longer writes (see
+/// [`BinlogReader::next_file_after_dead_end`]).
+const DEAD_END_CHECK_AFTER: Duration = Duration::from_secs(3);
+/// Binlog event type of a heartbeat.
+const HEARTBEAT_EVENT: u8 = 27;
 
 struct CachedTable {
     tme: TableMapEvent<'static>,
@@ -116,6 +122,8 @@ impl BinlogReader {
             in_transaction: false,
         };
         let mut connected = false;
+        let mut idle_since = Instant::now();
+        let mut checked_at = Instant::now();
         loop {
             let next = tokio::select! {
                 biased;
@@ -132,8 +140,55 @@ impl BinlogReader {
                 connected = true;
                 on_connected();
             }
+            if event.header().event_type_raw() != HEARTBEAT_EVENT {
+                idle_since = Instant::now();
+            } else if !st.in_transaction
+                && idle_since.elapsed() >= DEAD_END_CHECK_AFTER
+                && checked_at.elapsed() >= DEAD_END_CHECK_AFTER
+            {
+                checked_at = Instant::now();
+                if let Some(next) = self.next_file_after_dead_end(&st).await? {
+                    tracing::warn!(
+                        file = %st.file,
+                        pos = self.resume.pos,
+                        next = %next,
+                        "binlog file ended without a rotate event (the source stopped while writing it): continuing with the next file"
+                    );
+                    let from = std::mem::replace(&mut st.file, next.clone());
+                    self.boundary(BinlogPosition {
+                        file: next.clone(),
+                        pos: BINLOG_FIRST_EVENT_POS,
+                    })
+                    .await?;
+                    return Err(SourceError::FileEnded { file: from, next });
+                }
+            }
             self.on_event(&event, &mut st).await?;
         }
+    }
+
+    /// The next binlog file, when the stream sits at the end of `st.file`
+    /// while the source writes a later file. A source that crashed leaves
+    /// its last file without the rotate event that would move a reader on,
+    /// and MariaDB's dump thread then waits at that file's end for good.
+    async fn next_file_after_dead_end(
+        &self,
+        st: &StreamState,
+    ) -> Result<Option<String>, SourceError> {
+        if self.resume.file != st.file {
+            return Ok(None);
+        }
+        let mut conn = source::connect(&self.cfg.source_opts).await?;
+        let logs: Vec<(String, u64)> = conn
+            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                let name: Option<String> = row.get(0);
+                let size: Option<u64> = row.get(1);
+                (name.unwrap_or_default(), size.unwrap_or(0))
+            })
+            .await
+            .map_err(SourceError::query("binary logs"))?;
+        let _ = conn.disconnect().await;
+        Ok(dead_end_next(&logs, &self.resume))
     }
 
     async fn on_event(&mut self, event: &Event, st: &mut StreamState) -> Result<(), SourceError> {
@@ -351,6 +406,18 @@ impl BinlogReader {
 }
 
 /// Whether `a` lies after `b` in the binlog.
+/// Offset of the first event in a binlog file (after the 4-byte magic).
+const BINLOG_FIRST_EVENT_POS: u64 = 4;
+
+/// The file after `at.file` in `logs` (name, size), when `at` is at or past
+/// the end of its file and a later file exists.
+fn dead_end_next(logs: &[(String, u64)], at: &BinlogPosition) -> Option<String> {
+    let i = logs.iter().position(|(name, _)| *name == at.file)?;
+    let (_, size) = &logs[i];
+    let (next, _) = logs.get(i + 1)?;
+    (at.pos >= *size).then(|| next.clone())
+}
+
 pub fn is_after(a: &BinlogPosition, b: &BinlogPosition) -> bool {
     (a.file_seq(), a.pos) > (b.file_seq(), b.pos)
 }
@@ -377,6 +444,26 @@ fn binlog_image(info: &TableInfo, mut row: BinlogRow) -> Row {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_at_the_end_of_a_file_with_a_successor_is_a_dead_end() {
+        let logs = vec![
+            ("binlog.000006".to_string(), 28_091_064),
+            ("binlog.000007".to_string(), 4_096),
+        ];
+        let at = |file: &str, pos: u64| BinlogPosition {
+            file: file.into(),
+            pos,
+        };
+        assert_eq!(
+            dead_end_next(&logs, &at("binlog.000006", 28_091_064)),
+            Some("binlog.000007".to_string())
+        );
+        // Not at the end yet, the last file, or a file the source does not list.
+        assert_eq!(dead_end_next(&logs, &at("binlog.000006", 1_000)), None);
+        assert_eq!(dead_end_next(&logs, &at("binlog.000007", 4_096)), None);
+        assert_eq!(dead_end_next(&logs, &at("binlog.000003", 4)), None);
+    }
 
     #[test]
     fn positions_compare_by_file_number_then_offset() {

@@ -26,6 +26,8 @@ pub enum SourceError {
     Closed,
     #[error("no binlog event or heartbeat within {0} s")]
     Silent(u64),
+    #[error("binlog file {file} ended without a rotate event; the stream continues with {next}")]
+    FileEnded { file: String, next: String },
     #[error(transparent)]
     Schema(#[from] super::schema::SchemaError),
     #[error("the publisher stopped")]
