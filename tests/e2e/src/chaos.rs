@@ -14,10 +14,12 @@ use crate::platform::{repo_reports, Infra, Platform, PlatformOptions};
 use crate::probe;
 use crate::runner::{self, RunOptions};
 use crate::workload::WorkloadConfig;
+use futures::FutureExt;
 use rand::{Rng, SeedableRng};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -556,21 +558,36 @@ pub async fn run(opts: &ChaosOptions) -> ChaosReport {
             return report;
         }
     };
-    let mut platform = Platform::prepare(PlatformOptions {
-        tables: crate::schema::TABLES.to_vec(),
-        reports: repo_reports(),
-        extra_env: vec![],
-        window_ms: opts.window_ms,
-        infra: urls,
+    // Whatever happens (a setup step panics, too), the private
+    // infrastructure is stopped at the end.
+    let outcome = AssertUnwindSafe(async {
+        let mut platform = Platform::prepare(PlatformOptions {
+            tables: crate::schema::TABLES.to_vec(),
+            reports: repo_reports(),
+            extra_env: vec![],
+            window_ms: opts.window_ms,
+            infra: urls,
+        })
+        .await;
+        let result = run_on(&mut platform, &infra, opts, &mut report).await;
+        if let Err(e) = result {
+            report.error = Some(e);
+        }
+        if !report.passed() {
+            eprintln!("{}", platform.all_logs_tail());
+        }
+        platform.teardown().await;
     })
+    .catch_unwind()
     .await;
-    if let Err(e) = run_on(&mut platform, &infra, opts, &mut report).await {
-        report.error = Some(e);
+    if let Err(panic) = outcome {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a step panicked".into());
+        report.error = Some(text);
     }
-    if !report.passed() {
-        eprintln!("{}", platform.all_logs_tail());
-    }
-    platform.teardown().await;
     infra.down().await;
     report
 }

@@ -114,12 +114,15 @@ pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("MDP_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    // target/<profile>/deps/e2e-HASH → target/<profile>
+    // A test binary: target/<profile>/deps/e2e-HASH → target/<profile>;
+    // a binary of this crate: target/<profile>/mdp-chaos → target/<profile>.
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("target dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn random_suffix() -> String {
