@@ -121,7 +121,7 @@ async fn build(config: FlowConfig, ctx: ServiceContext) -> Result<Application, S
 
     let topology = Topology::from_settings(&ctx.settings);
     let url = ctx.settings.rabbitmq.url.expose().to_string();
-    let board = StatusBoard::new(config.partitions);
+    let board = StatusBoard::new(config.partitions, ctx.stats.clone());
     let meter = Arc::new(RateMeter::default());
     let link = Arc::new(BrokerLink::new(
         url.clone(),

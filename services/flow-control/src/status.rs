@@ -3,6 +3,7 @@
 
 use crate::log::PartitionMeta;
 use crate::window::OpenWindow;
+use mdp_service::Stats;
 use mdp_types::{Position, WindowId};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -38,20 +39,36 @@ struct PartitionState {
     pending: VecDeque<(WindowId, i64)>,
 }
 
+/// The heartbeat stat holding a partition's last sealed window id; admin
+/// compares it with window-compute's `partition.{p}.last_applied_window`.
+pub fn last_sealed_stat(partition: u32) -> String {
+    format!("partition.{partition}.last_sealed_window")
+}
+
 /// The status of every partition.
 #[derive(Clone)]
 pub struct StatusBoard {
     parts: Arc<Vec<Mutex<PartitionState>>>,
+    /// The instance's heartbeat stats, where the last sealed window of each
+    /// partition is reported.
+    stats: Stats,
 }
 
 impl StatusBoard {
-    pub fn new(partitions: u32) -> Self {
+    pub fn new(partitions: u32, stats: Stats) -> Self {
         StatusBoard {
             parts: Arc::new(
                 (0..partitions)
                     .map(|_| Mutex::new(PartitionState::default()))
                     .collect(),
             ),
+            stats,
+        }
+    }
+
+    fn report_sealed(&self, partition: u32, last_sealed: Option<WindowId>) {
+        if let Some(id) = last_sealed {
+            self.stats.set(&last_sealed_stat(partition), id as f64);
         }
     }
 
@@ -80,6 +97,7 @@ impl StatusBoard {
         match self.part(partition) {
             Some(mut s) => {
                 s.last_sealed = Some(s.last_sealed.map_or(id, |l| l.max(id)));
+                self.report_sealed(partition, s.last_sealed);
                 if !s.pending.iter().any(|(p, _)| *p == id) {
                     s.pending.push_back((id, sealed_at_ms));
                 }
@@ -114,6 +132,7 @@ impl StatusBoard {
         if let Some(mut s) = self.part(partition) {
             s.last_published = last_published;
             s.last_sealed = last_sealed;
+            self.report_sealed(partition, last_sealed);
         }
     }
 
@@ -144,7 +163,8 @@ mod tests {
 
     #[test]
     fn publish_lag_follows_the_oldest_unconfirmed_window() {
-        let board = StatusBoard::new(2);
+        let stats = Stats::default();
+        let board = StatusBoard::new(2, stats.clone());
         let open = OpenWindow {
             id: 1,
             first_seq: 1,
@@ -193,5 +213,21 @@ mod tests {
         );
         assert_eq!(board.published(1, 2), 0);
         assert!(board.snapshot(2, false, 0).is_none());
+        assert_eq!(stats.get("partition.1.last_sealed_window"), Some(2.0));
+        assert_eq!(stats.get("partition.0.last_sealed_window"), None);
+    }
+
+    #[test]
+    fn the_last_sealed_window_is_reported_in_the_stats() {
+        let stats = Stats::default();
+        let board = StatusBoard::new(2, stats.clone());
+        board.recovered(0, Some(6), Some(7));
+        board.recovered(1, None, None);
+        assert_eq!(stats.get(&last_sealed_stat(0)), Some(7.0));
+        assert_eq!(stats.get(&last_sealed_stat(1)), None);
+        board.sealed(0, 8, 1000);
+        // A re-sealed older window does not move it back.
+        board.sealed(0, 5, 1000);
+        assert_eq!(stats.get(&last_sealed_stat(0)), Some(8.0));
     }
 }

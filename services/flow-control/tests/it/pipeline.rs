@@ -257,6 +257,12 @@ async fn scenario(prefix: &str, broker: &Broker) {
 
     // The broker drops the instance's connections: it reconnects and resumes.
     let status = get_json(&app.url("/v1/status")).await;
+    // The heartbeat reports the last sealed window per partition (admin's lag).
+    assert_eq!(
+        status["stats"]["partition.0.last_sealed_window"],
+        (last0 + 2) as f64,
+        "{status}"
+    );
     let instance = status["instance"]
         .as_str()
         .expect("instance id")

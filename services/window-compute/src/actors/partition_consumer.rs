@@ -563,6 +563,11 @@ impl Worker {
             stats.add("mdp_compute_result_rows_total", b.rows as f64);
         }
         let applied = outcome.applied.len() as u64;
+        // Admin compares it with flow-control's `partition.{p}.last_sealed_window`.
+        stats.set(
+            &format!("partition.{}.last_applied_window", self.partition),
+            outcome.progress.last_applied_window as f64,
+        );
         self.pipeline.board.update(self.partition, |info| {
             info.last_applied_window = outcome.progress.last_applied_window;
             info.groups = outcome.progress.groups;

@@ -302,6 +302,12 @@ async fn consumption_resumes_after_the_broker_cancels_the_consumers() {
         before["stats"]["mdp_compute_amqp_sessions_total"], 1.0,
         "{before}"
     );
+    // The heartbeat reports the partition's last applied window (admin's lag).
+    assert_eq!(
+        before["stats"][format!("partition.{p}.last_applied_window")],
+        1.0,
+        "{before}"
+    );
     let status = wait_status(&app, |s| {
         s["stats"]["mdp_compute_amqp_sessions_total"] == 2.0
     })
