@@ -1,9 +1,11 @@
 //! Builds and runs the admin application: HTTP server, the bus actor that
-//! consumes heartbeats and publishes control commands, and admin's own heartbeat.
+//! consumes heartbeats and publishes control commands, the partition lag
+//! watch, and admin's own heartbeat.
 
 use crate::actors::bus::BusActor;
 use crate::domain::command::KnownMachines;
-use crate::domain::instances::InstanceTable;
+use crate::domain::instances::{InstanceRecord, InstanceTable};
+use crate::domain::partitions::{partition_views, LagRule, LagWatch, PartitionView};
 use crate::domain::status::{aggregate, FleetStatus, Observation};
 use crate::domain::switches::Switches;
 use crate::domain::EXPECTED_SERVICES;
@@ -11,13 +13,26 @@ use crate::routes;
 use actix::{Actor, Addr};
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
+use mdp_amqp::Topology;
 use mdp_config::Settings;
 use mdp_service::ServiceContext;
+use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The service name admin reports under.
 pub const SERVICE: &str = "admin";
+/// How often the partition lag is recomputed without a status request.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+fn lag_gauge() -> prometheus::IntGaugeVec {
+    mdp_telemetry::int_gauge_vec(
+        "mdp_admin_partition_lag_windows",
+        "Windows sealed by flow-control and not yet applied by window-compute, per partition (absent while unknown).",
+        &["partition"],
+    )
+}
 
 /// Errors starting admin.
 #[derive(Debug, thiserror::Error)]
@@ -39,22 +54,48 @@ pub struct AdminState {
     pub heartbeat_timeout_ms: i64,
     /// When admin started: the `since` of alarms about never-seen services.
     pub watching_since_ms: i64,
+    /// Exchange and queue names (`rabbitmq.prefix`, `partitioning.partitions`).
+    pub topology: Topology,
+    /// When a lagging partition raises an alarm.
+    pub lag: LagRule,
+    /// Since when partitions lag.
+    pub lag_watch: LagWatch,
 }
 
 impl AdminState {
     /// The fleet status as of now.
     pub fn fleet_status(&self) -> FleetStatus {
+        let snapshot = self.table.snapshot();
+        let now_ms = mdp_types::now_ms();
+        let lagging_since = self.observe_partitions(&snapshot, now_ms);
         let mut status = aggregate(
-            &self.table.snapshot(),
+            &snapshot,
             Observation {
-                now_ms: mdp_types::now_ms(),
+                now_ms,
                 heartbeat_timeout_ms: self.heartbeat_timeout_ms,
                 expected: &EXPECTED_SERVICES,
                 watching_since_ms: self.watching_since_ms,
+                partitions: self.topology.partitions,
+                lag: self.lag,
+                lagging_since: &lagging_since,
             },
         );
         status.switches = self.switches.list();
         status
+    }
+
+    /// Recomputes the lag of every partition: exports it as
+    /// `mdp_admin_partition_lag_windows` and updates since when partitions
+    /// lag (returned).
+    fn observe_partitions(&self, snapshot: &[InstanceRecord], now_ms: i64) -> BTreeMap<u32, i64> {
+        let views = partition_views(
+            snapshot,
+            now_ms,
+            self.heartbeat_timeout_ms,
+            self.topology.partitions,
+        );
+        export_lag(&views);
+        self.lag_watch.observe(&views, self.lag, now_ms)
     }
 
     /// Services commands may address (expected or seen) and the machines
@@ -80,6 +121,36 @@ impl AdminState {
     }
 }
 
+fn export_lag(views: &[PartitionView]) {
+    let gauge = lag_gauge();
+    for view in views {
+        let partition = view.partition.to_string();
+        match view.lag_windows {
+            Some(lag) => gauge
+                .with_label_values(&[&partition])
+                .set(i64::try_from(lag).unwrap_or(i64::MAX)),
+            // Unknown is no series rather than a made-up 0.
+            None => {
+                let _ = gauge.remove_label_values(&[&partition]);
+            }
+        }
+    }
+}
+
+/// Keeps the lag gauge and the lagging times current between status requests.
+async fn watch_partitions(state: web::Data<AdminState>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                state.observe_partitions(&state.table.snapshot(), mdp_types::now_ms());
+            }
+        }
+    }
+}
+
 /// The admin service, bound and ready to run.
 pub struct Application {
     port: u16,
@@ -102,6 +173,11 @@ impl Application {
         })?;
         let heartbeat_timeout_ms =
             i64::try_from(settings.admin.heartbeat_timeout_ms).unwrap_or(i64::MAX);
+        let lag = LagRule {
+            threshold_windows: settings.admin.lag_alarm_windows,
+            alarm_after_ms: i64::try_from(settings.admin.lag_alarm_after_ms).unwrap_or(i64::MAX),
+        };
+        let topology = Topology::from_settings(&settings);
 
         let ctx = ServiceContext::new(SERVICE, settings);
         ctx.set_http_addr(addr);
@@ -109,6 +185,7 @@ impl Application {
         let switches = Switches::default();
         let bus = BusActor::new(ctx.clone(), table.clone(), switches.clone()).start();
         mdp_service::spawn_heartbeat(ctx.clone());
+        crate::dead_letters::init_metrics();
 
         let state = web::Data::new(AdminState {
             table,
@@ -116,7 +193,11 @@ impl Application {
             bus,
             heartbeat_timeout_ms,
             watching_since_ms: ctx.started_at_ms,
+            topology,
+            lag,
+            lag_watch: LagWatch::default(),
         });
+        actix_web::rt::spawn(watch_partitions(state.clone(), ctx.cancel.clone()));
         let ctx_data = web::Data::new(ctx.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -129,6 +210,14 @@ impl Application {
                 .route(
                     "/v1/degrade/{service}/{machine}",
                     web::post().to(routes::degrade::degrade),
+                )
+                .route(
+                    "/v1/dead-letters",
+                    web::get().to(routes::dead_letters::list),
+                )
+                .route(
+                    "/v1/dead-letters/{stage}/replay",
+                    web::post().to(routes::dead_letters::replay),
                 )
         })
         .workers(1)

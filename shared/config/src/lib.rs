@@ -216,6 +216,11 @@ pub struct AdminSettings {
     pub listen: String,
     /// An instance silent for this long is shown as down, ms.
     pub heartbeat_timeout_ms: u64,
+    /// A partition whose last window applied by window-compute is more than
+    /// this many windows behind the last one sealed by flow-control…
+    pub lag_alarm_windows: u64,
+    /// …for longer than this raises a `partition_lagging` alarm, ms.
+    pub lag_alarm_after_ms: u64,
 }
 
 impl Settings {

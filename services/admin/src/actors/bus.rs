@@ -1,5 +1,6 @@
 //! The bus actor: admin's AMQP link. It consumes every instance's heartbeat
-//! into the instance table and publishes operator control commands; it
+//! into the instance table, publishes operator control commands and lends
+//! channels on its connection (dead-letter inspection and replay); it
 //! reconnects with backoff and reports the link in admin's readiness.
 
 use crate::domain::instances::InstanceTable;
@@ -10,6 +11,7 @@ use lapin::{Channel, Connection, Consumer};
 use mdp_amqp::{AmqpError, Publisher, Topology};
 use mdp_service::ServiceContext;
 use mdp_types::{ControlCommand, Heartbeat};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Readiness check name of the link.
@@ -46,6 +48,8 @@ pub enum BusError {
     NotConnected,
     #[error("publishing to {exchange} failed: {error}")]
     Publish { exchange: String, error: String },
+    #[error("opening a channel to RabbitMQ failed: {0}")]
+    Channel(String),
 }
 
 /// Publish `0` on the control exchange; replies once the broker confirmed it.
@@ -53,8 +57,13 @@ pub enum BusError {
 #[rtype(result = "Result<(), BusError>")]
 pub struct PublishControl(pub ControlCommand);
 
+/// A new channel on admin's connection, for the caller to use and close.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Channel, BusError>")]
+pub struct OpenChannel;
+
 struct Link {
-    conn: Connection,
+    conn: Arc<Connection>,
     publisher: Publisher,
     /// Kept open: closing it would cancel the heartbeat consumer.
     _channel: Channel,
@@ -127,7 +136,7 @@ impl BusActor {
                             .into_actor(act)
                             .map(move |why, act, actx| act.lost(generation, &why, actx)),
                     );
-                    act.link = Some(Link { conn, publisher, _channel: channel, consumer: handle });
+                    act.link = Some(Link { conn: Arc::new(conn), publisher, _channel: channel, consumer: handle });
                     act.ctx.readiness.set(CHECK, Ok(()));
                     tracing::info!(exchange = %act.topology.heartbeats_exchange(), "admin bus connected");
                 }
@@ -266,6 +275,27 @@ impl Handler<PublishControl> for BusActor {
                     }
                 }),
         )
+    }
+}
+
+impl Handler<OpenChannel> for BusActor {
+    type Result = ResponseFuture<Result<Channel, BusError>>;
+
+    fn handle(&mut self, _: OpenChannel, _: &mut Context<Self>) -> Self::Result {
+        let Some(link) = &self.link else {
+            return Box::pin(async { Err(BusError::NotConnected) });
+        };
+        // A broken connection also ends the heartbeat consumer, which
+        // reconnects; the caller just gets the error.
+        let conn = link.conn.clone();
+        Box::pin(async move {
+            tokio::time::timeout(PUBLISH_TIMEOUT, conn.create_channel())
+                .await
+                .map_err(|_| {
+                    BusError::Channel(format!("no answer within {} s", PUBLISH_TIMEOUT.as_secs()))
+                })?
+                .map_err(|e| BusError::Channel(e.to_string()))
+        })
     }
 }
 

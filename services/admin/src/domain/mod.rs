@@ -1,8 +1,11 @@
 //! Admin's model of the fleet: the instance table fed by heartbeats, the
-//! status and alarms derived from it, and validated operator commands.
+//! status, partition lag and alarms derived from it, validated operator
+//! commands and the rules of replaying dead-lettered messages.
 
 pub mod command;
+pub mod dead_letters;
 pub mod instances;
+pub mod partitions;
 pub mod status;
 pub mod switches;
 

@@ -1,8 +1,10 @@
 //! The fleet status and alarms derived from the instance table: a service's
 //! state is the worst state of its live instances' degrade machines, and a
-//! service without a live instance is down.
+//! service without a live instance is down. Per partition, how far
+//! window-compute is behind flow-control.
 
 use super::instances::InstanceRecord;
+use super::partitions::{partition_views, LagRule, PartitionView, APPLYING_SERVICE};
 use super::switches::Switch;
 use mdp_degrade::State;
 use mdp_types::{DegradeStatus, ServiceHealth};
@@ -75,6 +77,9 @@ pub enum AlarmKind {
     MachineDegraded,
     /// An instance reports a failing readiness check.
     InstanceNotReady,
+    /// window-compute is more than `admin.lag_alarm_windows` windows behind
+    /// flow-control on a partition for longer than `admin.lag_alarm_after_ms`.
+    PartitionLagging,
 }
 
 /// A current alarm.
@@ -87,6 +92,8 @@ pub struct Alarm {
     pub instance: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     /// Since when the condition holds, ms since epoch.
     pub since_ms: i64,
     pub message: String,
@@ -96,6 +103,8 @@ pub struct Alarm {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetStatus {
     pub services: BTreeMap<String, ServiceView>,
+    /// Per partition: last window sealed, last window applied, lag.
+    pub partitions: Vec<PartitionView>,
     pub alarms: Vec<Alarm>,
     /// Operator overrides in force (filled in by the caller; empty from [`aggregate`]).
     pub switches: Vec<Switch>,
@@ -112,6 +121,13 @@ pub struct Observation<'a> {
     pub expected: &'a [&'a str],
     /// When admin started listening: the `since` of a never-seen service's alarm.
     pub watching_since_ms: i64,
+    /// Partitions always shown (`partitioning.partitions`).
+    pub partitions: u32,
+    pub lag: LagRule,
+    /// Since when each lagging partition has been lagging (see
+    /// [`super::partitions::LagWatch`]); a lagging partition missing here
+    /// lags since now.
+    pub lagging_since: &'a BTreeMap<u32, i64>,
 }
 
 /// Builds the fleet status and its alarms.
@@ -166,6 +182,7 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
                     service: hb.service.clone(),
                     instance: Some(hb.instance.clone()),
                     machine: None,
+                    partition: None,
                     since_ms,
                     message: format!(
                         "{} instance {} is not ready ({})",
@@ -226,6 +243,7 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
                 service: name.clone(),
                 instance: None,
                 machine: None,
+                partition: None,
                 since_ms,
                 message,
             });
@@ -237,6 +255,7 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
                     service: name.clone(),
                     instance: Some(inst.instance.clone()),
                     machine: None,
+                    partition: None,
                     since_ms: inst.last_seen_ms.saturating_add(obs.heartbeat_timeout_ms),
                     message: format!(
                         "{name} instance {} is silent for {} ms",
@@ -247,21 +266,85 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
         }
     }
 
+    let partitions = lag_alarms(instances, &obs, &mut alarms);
+
     alarms.sort_by(|a, b| {
-        (a.severity, &a.service, a.kind, &a.instance, &a.machine).cmp(&(
-            b.severity,
-            &b.service,
-            b.kind,
-            &b.instance,
-            &b.machine,
-        ))
+        (
+            a.severity,
+            &a.service,
+            a.kind,
+            &a.instance,
+            &a.machine,
+            a.partition,
+        )
+            .cmp(&(
+                b.severity,
+                &b.service,
+                b.kind,
+                &b.instance,
+                &b.machine,
+                b.partition,
+            ))
     });
     FleetStatus {
         services,
+        partitions,
         alarms,
         switches: Vec::new(),
         generated_at_ms: obs.now_ms,
     }
+}
+
+/// The partition views with their `lagging_since_ms`, and an alarm for each
+/// partition lagging for at least `obs.lag.alarm_after_ms`.
+fn lag_alarms(
+    instances: &[InstanceRecord],
+    obs: &Observation<'_>,
+    alarms: &mut Vec<Alarm>,
+) -> Vec<PartitionView> {
+    let mut views = partition_views(
+        instances,
+        obs.now_ms,
+        obs.heartbeat_timeout_ms,
+        obs.partitions,
+    );
+    for view in views.iter_mut() {
+        if !obs.lag.is_lagging(view) {
+            continue;
+        }
+        let since_ms = obs
+            .lagging_since
+            .get(&view.partition)
+            .copied()
+            .unwrap_or(obs.now_ms);
+        view.lagging_since_ms = Some(since_ms);
+        let lagging_ms = obs.now_ms.saturating_sub(since_ms);
+        if lagging_ms < obs.lag.alarm_after_ms {
+            continue;
+        }
+        let consumer = match &view.owner {
+            Some(owner) => format!("consumed by {owner}"),
+            None => "no live instance consumes it".to_string(),
+        };
+        alarms.push(Alarm {
+            kind: AlarmKind::PartitionLagging,
+            severity: Severity::Warning,
+            service: APPLYING_SERVICE.to_string(),
+            instance: view.owner.clone(),
+            machine: None,
+            partition: Some(view.partition),
+            since_ms,
+            message: format!(
+                "{APPLYING_SERVICE} is {} windows behind on partition {} (sealed {}, applied {}, {consumer}) for {lagging_ms} ms; threshold {} windows",
+                view.lag_windows.unwrap_or_default(),
+                view.partition,
+                view.last_sealed_window.unwrap_or_default(),
+                view.last_applied_window.unwrap_or_default(),
+                obs.lag.threshold_windows,
+            ),
+        });
+    }
+    views
 }
 
 fn machine_alarms(rec: &InstanceRecord, alarms: &mut Vec<Alarm>) {
@@ -283,6 +366,7 @@ fn machine_alarms(rec: &InstanceRecord, alarms: &mut Vec<Alarm>) {
             service: hb.service.clone(),
             instance: Some(hb.instance.clone()),
             machine: Some(m.machine.clone()),
+            partition: None,
             since_ms: m.since_ms,
             message: format!(
                 "{} {} is {}{forced} on {}: {reason}",
@@ -300,6 +384,11 @@ mod tests {
 
     const NOW: i64 = 1_000_000;
     const TIMEOUT: i64 = 5000;
+    const LAG: LagRule = LagRule {
+        threshold_windows: 10,
+        alarm_after_ms: 30_000,
+    };
+    static NOT_LAGGING: BTreeMap<u32, i64> = BTreeMap::new();
 
     fn obs() -> Observation<'static> {
         Observation {
@@ -307,6 +396,9 @@ mod tests {
             heartbeat_timeout_ms: TIMEOUT,
             expected: &EXPECTED_SERVICES,
             watching_since_ms: 900_000,
+            partitions: 2,
+            lag: LAG,
+            lagging_since: &NOT_LAGGING,
         }
     }
 
@@ -543,6 +635,140 @@ mod tests {
             "query instance query-1 is not ready (mysql: connection refused)"
         );
         assert_eq!(st.services["query"].state, Health::Normal);
+    }
+
+    /// Every service up; flow-control sealed `sealed` and window-compute
+    /// (`wc-1`, consuming both partitions) applied `applied` per partition.
+    fn with_windows(sealed: [f64; 2], applied: [f64; 2]) -> Vec<InstanceRecord> {
+        let mut recs = all_up();
+        for r in recs.iter_mut() {
+            let (what, values) = match r.heartbeat.service.as_str() {
+                "flow-control" => ("last_sealed_window", sealed),
+                "window-compute" => {
+                    r.heartbeat.instance = "wc-1".into();
+                    r.heartbeat.partitions = vec![0, 1];
+                    ("last_applied_window", applied)
+                }
+                _ => continue,
+            };
+            for (p, v) in values.iter().enumerate() {
+                r.heartbeat
+                    .stats
+                    .insert(format!("partition.{p}.{what}"), *v);
+            }
+        }
+        recs
+    }
+
+    #[test]
+    fn partitions_show_sealed_applied_owner_and_lag() {
+        let st = aggregate(&with_windows([120.0, 7.0], [115.0, 7.0]), obs());
+        assert!(st.alarms.is_empty(), "{:?}", st.alarms);
+        let expected = [
+            (0, Some(120), Some(115), Some("wc-1"), Some(5)),
+            (1, Some(7), Some(7), Some("wc-1"), Some(0)),
+        ];
+        assert_eq!(st.partitions.len(), expected.len());
+        for (v, want) in st.partitions.iter().zip(expected) {
+            let got = (
+                v.partition,
+                v.last_sealed_window,
+                v.last_applied_window,
+                v.owner.as_deref(),
+                v.lag_windows,
+            );
+            assert_eq!(got, want);
+        }
+        let json = serde_json::to_value(&st).unwrap_or_default();
+        assert_eq!(json["partitions"][0]["lag_windows"], 5);
+        assert_eq!(json["partitions"][0]["owner"], "wc-1");
+        assert_eq!(
+            json["partitions"][1]["lagging_since_ms"],
+            serde_json::Value::Null
+        );
+
+        // Without heartbeats the partitions are listed with nothing known.
+        let st = aggregate(&[], obs());
+        assert_eq!(st.partitions.len(), 2);
+        assert!(st
+            .partitions
+            .iter()
+            .all(|v| v.lag_windows.is_none() && v.owner.is_none()));
+    }
+
+    #[test]
+    fn a_partition_lagging_longer_than_the_rule_raises_an_alarm() {
+        let recs = with_windows([120.0, 50.0], [75.0, 30.0]);
+        // Both lag more than 10 windows; partition 0 since 40 s, 1 since 10 s.
+        let since: BTreeMap<u32, i64> =
+            [(0, NOW - 40_000), (1, NOW - 10_000)].into_iter().collect();
+        let st = aggregate(
+            &recs,
+            Observation {
+                lagging_since: &since,
+                ..obs()
+            },
+        );
+        assert_eq!(st.partitions[0].lagging_since_ms, Some(NOW - 40_000));
+        assert_eq!(st.partitions[1].lagging_since_ms, Some(NOW - 10_000));
+        assert_eq!(st.alarms.len(), 1, "{:?}", st.alarms);
+        let a = &st.alarms[0];
+        assert_eq!(
+            (
+                a.kind,
+                a.severity,
+                a.service.as_str(),
+                a.instance.as_deref(),
+                a.partition
+            ),
+            (
+                AlarmKind::PartitionLagging,
+                Severity::Warning,
+                "window-compute",
+                Some("wc-1"),
+                Some(0)
+            )
+        );
+        assert_eq!(a.since_ms, NOW - 40_000);
+        assert_eq!(
+            a.message,
+            "window-compute is 45 windows behind on partition 0 (sealed 120, applied 75, consumed by wc-1) for 40000 ms; threshold 10 windows"
+        );
+        let json = serde_json::to_value(&st).unwrap_or_default();
+        assert_eq!(json["alarms"][0]["kind"], "partition_lagging");
+        assert_eq!(json["alarms"][0]["partition"], 0);
+
+        // A lagging partition the watch has not seen yet lags since now.
+        let st = aggregate(&recs, obs());
+        assert!(st.alarms.is_empty());
+        assert_eq!(st.partitions[0].lagging_since_ms, Some(NOW));
+    }
+
+    #[test]
+    fn a_lagging_partition_without_a_live_consumer_says_so() {
+        let mut recs = with_windows([120.0, 7.0], [75.0, 7.0]);
+        for r in recs.iter_mut() {
+            if r.heartbeat.service == "window-compute" {
+                r.heartbeat.partitions.clear();
+            }
+        }
+        let since: BTreeMap<u32, i64> = [(0, NOW - 30_000)].into_iter().collect();
+        let st = aggregate(
+            &recs,
+            Observation {
+                lagging_since: &since,
+                ..obs()
+            },
+        );
+        assert_eq!(st.alarms.len(), 1, "{:?}", st.alarms);
+        assert_eq!(st.alarms[0].instance, None);
+        assert!(
+            st.alarms[0]
+                .message
+                .contains("(sealed 120, applied 75, no live instance consumes it) for 30000 ms"),
+            "{}",
+            st.alarms[0].message
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! HTTP routes of admin, one module per resource.
 
 pub mod alarms;
+pub mod dead_letters;
 pub mod degrade;
 pub mod status;
 

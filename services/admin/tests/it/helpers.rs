@@ -25,7 +25,7 @@ pub struct TestApp {
     pub topology: Topology,
     /// The task running `Application::run`.
     pub running: tokio::task::JoinHandle<std::io::Result<()>>,
-    guard: ExchangeGuard,
+    guard: BrokerGuard,
 }
 
 fn init_logs() {
@@ -38,6 +38,11 @@ fn init_logs() {
 }
 
 pub fn settings() -> Settings {
+    settings_with(&[])
+}
+
+/// Test settings with `extra` `MDP__…` variables.
+pub fn settings_with(extra: &[(&str, &str)]) -> Settings {
     let prefix = format!("test-admin-{:08x}", rand::rng().random::<u32>());
     let mut env = vec![
         ("MDP__RABBITMQ__PREFIX".to_string(), prefix),
@@ -50,15 +55,21 @@ pub fn settings() -> Settings {
     if let Ok(url) = std::env::var("MDP__RABBITMQ__URL") {
         env.push(("MDP__RABBITMQ__URL".to_string(), url));
     }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load_from(None, env).unwrap_or_else(|e| panic!("test settings: {e}"))
 }
 
 /// Starts admin and waits until its bus is connected (`/readyz` 200).
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with `extra` `MDP__…` variables.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     init_logs();
-    let settings = settings();
+    let settings = settings_with(extra);
     // Admin declares the exchanges; delete them even if the test fails.
-    let guard = ExchangeGuard::new(
+    let guard = BrokerGuard::new(
         settings.rabbitmq.url.expose(),
         &Topology::from_settings(&settings),
     );
@@ -99,6 +110,22 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// Declares the whole pipeline topology of the test prefix (as the
+    /// services do); it is deleted by [`TestApp::cleanup`] or the guard.
+    pub async fn declare_topology(&mut self) {
+        self.guard.add_topology(&self.topology);
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("channel: {e}"));
+        self.topology
+            .declare(&ch)
+            .await
+            .unwrap_or_else(|e| panic!("declare topology: {e}"));
+        let _ = ch.close(200, "declared".into()).await;
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let resp = self
             .client
@@ -110,6 +137,19 @@ impl TestApp {
         resp.json()
             .await
             .unwrap_or_else(|e| panic!("GET {path} body: {e}"))
+    }
+
+    /// POSTs to `path` without a body; returns the status and the JSON body.
+    pub async fn post(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
     }
 
     pub async fn post_degrade(
@@ -180,10 +220,15 @@ impl TestApp {
         );
         // Give admin's actors a moment to close their links.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for name in [
-            self.topology.heartbeats_exchange(),
-            self.topology.control_exchange(),
-        ] {
+        for name in &self.guard.queues {
+            let deleted = self
+                .publisher
+                .channel()
+                .queue_delete(name.as_str().into(), Default::default())
+                .await;
+            assert!(deleted.is_ok(), "delete {name}: {deleted:?}");
+        }
+        for name in &self.guard.exchanges {
             let deleted = self
                 .publisher
                 .channel()
@@ -263,22 +308,31 @@ pub async fn next_json<T: serde::de::DeserializeOwned>(
     mdp_amqp::decode_json(&delivery, 1 << 20).unwrap_or_else(|e| panic!("decode: {e}"))
 }
 
-/// Deletes the test's exchanges when dropped while still armed, i.e. when a
-/// test panicked before its async clean-up ran. Uses its own thread and
-/// runtime because `Drop` cannot await.
-pub struct ExchangeGuard {
+/// Deletes the test's queues and exchanges when dropped while still armed,
+/// i.e. when a test panicked before its async clean-up ran. Uses its own
+/// thread and runtime because `Drop` cannot await.
+pub struct BrokerGuard {
     url: String,
-    names: Vec<String>,
+    exchanges: Vec<String>,
+    queues: Vec<String>,
     armed: bool,
 }
 
-impl ExchangeGuard {
+impl BrokerGuard {
+    /// Guards the two fanout exchanges admin declares.
     pub fn new(url: &str, topology: &Topology) -> Self {
-        ExchangeGuard {
+        BrokerGuard {
             url: url.to_string(),
-            names: vec![topology.heartbeats_exchange(), topology.control_exchange()],
+            exchanges: vec![topology.heartbeats_exchange(), topology.control_exchange()],
+            queues: Vec::new(),
             armed: true,
         }
+    }
+
+    /// Guards every exchange and queue of the pipeline topology as well.
+    pub fn add_topology(&mut self, topology: &Topology) {
+        self.exchanges = topology.exchanges().into_iter().map(|(n, _)| n).collect();
+        self.queues = topology.queues();
     }
 
     pub fn disarm(&mut self) {
@@ -286,13 +340,14 @@ impl ExchangeGuard {
     }
 }
 
-impl Drop for ExchangeGuard {
+impl Drop for BrokerGuard {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
         let url = std::mem::take(&mut self.url);
-        let names = std::mem::take(&mut self.names);
+        let names = std::mem::take(&mut self.exchanges);
+        let queues = std::mem::take(&mut self.queues);
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -308,6 +363,11 @@ impl Drop for ExchangeGuard {
                     return;
                 };
                 if let Ok(ch) = conn.create_channel().await {
+                    for name in queues {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), Default::default())
+                            .await;
+                    }
                     for name in names {
                         let _ = ch
                             .exchange_delete(name.as_str().into(), Default::default())

@@ -1,6 +1,6 @@
 //! `/v1/status` and `/v1/alarms` from heartbeats of test instances.
 
-use crate::helpers::{machine, spawn_app, test_heartbeat, TIMEOUT_MS};
+use crate::helpers::{machine, spawn_app, spawn_app_with, test_heartbeat, TIMEOUT_MS};
 use std::time::Duration;
 
 #[actix_rt::test]
@@ -169,6 +169,92 @@ async fn common_routes_are_served() {
         .unwrap_or_default();
     assert!(
         metrics.contains("mdp_admin_heartbeats_received_total"),
+        "{metrics}"
+    );
+    app.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn partition_lag_from_heartbeats_shows_in_status_metrics_and_alarms() {
+    let app = spawn_app_with(&[
+        ("MDP__PARTITIONING__PARTITIONS", "2"),
+        ("MDP__ADMIN__LAG_ALARM_WINDOWS", "10"),
+        ("MDP__ADMIN__LAG_ALARM_AFTER_MS", "0"),
+    ])
+    .await;
+    let mut fc = test_heartbeat("flow-control", "test-fc", vec![]);
+    fc.stats = [
+        ("partition.0.last_sealed_window".to_string(), 120.0),
+        ("partition.1.last_sealed_window".to_string(), 9.0),
+    ]
+    .into_iter()
+    .collect();
+    let mut wc = test_heartbeat("window-compute", "test-wc", vec![]);
+    wc.partitions = vec![0, 1];
+    wc.stats = [
+        ("partition.0.last_applied_window".to_string(), 75.0),
+        ("partition.1.last_applied_window".to_string(), 9.0),
+    ]
+    .into_iter()
+    .collect();
+
+    // Heartbeats keep coming while admin is asked (the test timeout is short).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        for hb in [&mut fc, &mut wc] {
+            hb.sent_at_ms = mdp_types::now_ms();
+            app.send_heartbeat(hb).await;
+        }
+        let status = app.get_json("/v1/status").await;
+        if status["partitions"][0]["lag_windows"] == 45
+            && status["partitions"][1]["lag_windows"] == 0
+        {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partition lag never shown: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let p0 = &status["partitions"][0];
+    assert_eq!(p0["partition"], 0);
+    assert_eq!(p0["last_sealed_window"], 120);
+    assert_eq!(p0["last_applied_window"], 75);
+    assert_eq!(p0["owner"], "test-wc");
+    assert!(p0["lagging_since_ms"].is_i64(), "{p0}");
+    assert_eq!(
+        status["partitions"][1]["lagging_since_ms"],
+        serde_json::Value::Null
+    );
+    let lagging: Vec<&serde_json::Value> = status["alarms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["kind"] == "partition_lagging")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(lagging.len(), 1, "{status:#}");
+    assert_eq!(lagging[0]["partition"], 0);
+    assert_eq!(lagging[0]["service"], "window-compute");
+    assert_eq!(lagging[0]["instance"], "test-wc");
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("mdp_admin_partition_lag_windows{partition=\"0\"} 45"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mdp_admin_partition_lag_windows{partition=\"1\"} 0"),
         "{metrics}"
     );
     app.cleanup().await;
