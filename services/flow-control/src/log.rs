@@ -15,6 +15,8 @@ use crate::window::{OpenWindow, SealedWindow};
 use mdp_types::{ChangeEvent, Position, WindowId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 const LOG_TREE: &str = "log";
@@ -209,6 +211,19 @@ pub struct KvLog {
     log: sled::Tree,
     meta: sled::Tree,
     windows: sled::Tree,
+    flushes: Arc<FlushState>,
+}
+
+/// Group commit: one flush at a time; a caller whose writes an already
+/// completed flush covered does not flush again.
+#[derive(Default)]
+struct FlushState {
+    /// Serialises flushes.
+    running: tokio::sync::Mutex<()>,
+    /// Tickets handed out, one per flush request.
+    requested: AtomicU64,
+    /// Every ticket up to this one is covered by a completed flush.
+    completed: AtomicU64,
 }
 
 impl KvLog {
@@ -232,6 +247,7 @@ impl KvLog {
             log,
             meta,
             windows,
+            flushes: Arc::default(),
         })
     }
 
@@ -295,11 +311,32 @@ impl KvLog {
     }
 
     /// Makes everything written so far durable.
+    ///
+    /// sled's `flush_async` runs the flush on sled's own small thread pool,
+    /// which also writes the IO buffers a flush waits for: several
+    /// partitions flushing at once can take every pool thread and wait
+    /// forever. Here one flush at a time runs on a blocking thread of the
+    /// runtime, and requests that arrive while it runs are covered by the
+    /// next one (group commit).
     pub async fn flush(&self) -> Result<(), LogError> {
+        let state = &self.flushes;
+        // The caller's writes are complete: any flush that starts after the
+        // ticket was taken covers them.
+        let ticket = state.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = state.running.lock().await;
+        if state.completed.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = state.requested.load(Ordering::SeqCst);
+        let db = self.db.clone();
         let started = Instant::now();
-        let result = self.db.flush_async().await;
+        let result = tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| LogError::Task(e.to_string()))?;
         crate::metrics::KV_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
-        result.map(|_| ()).map_err(LogError::sled("flush"))
+        result.map_err(LogError::sled("flush"))?;
+        state.completed.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The changes stored at `first_seq..=last_seq`, in seq order.
@@ -662,6 +699,36 @@ mod tests {
             log.read_changes(2, 1, 3).expect("read"),
             events[..3].to_vec()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_partitions_appending_and_flushing_at_once_all_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = KvLog::open(dir.path()).expect("open");
+        let partitions = 16u32;
+        let rounds = 100u64;
+        let mut tasks = Vec::new();
+        for p in 0..partitions {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for r in 0..rounds {
+                    let events: Vec<ChangeEvent> =
+                        (0..5).map(|i| event(r * 10 + i + 1, p)).collect();
+                    append(&log, p, r * 5 + 1, &events, &[]);
+                    log.flush().await.expect("flush");
+                }
+            }));
+        }
+        let all = futures::future::join_all(tasks);
+        let joined = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+            .await
+            .expect("appends and flushes finished");
+        assert!(joined.iter().all(Result::is_ok));
+        for p in 0..partitions {
+            assert_eq!(log.meta(p).expect("meta").next_seq, rounds * 5 + 1);
+            let changes = log.read_changes(p, 1, rounds * 5).expect("read");
+            assert_eq!(changes.len() as u64, rounds * 5);
+        }
     }
 
     #[tokio::test]
