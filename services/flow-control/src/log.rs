@@ -15,7 +15,6 @@ use crate::window::{OpenWindow, SealedWindow};
 use mdp_types::{ChangeEvent, Position, WindowId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +39,8 @@ pub enum LogError {
     },
     #[error("kv log write task failed: {0}")]
     Task(String),
+    #[error("kv store flush failed: {0}")]
+    Flush(String),
     #[error("corrupt {what} in the kv log (partition {partition}, key {key})")]
     Corrupt {
         what: &'static str,
@@ -207,23 +208,45 @@ pub struct RecoveredPartition {
 /// The sled database with its three trees. Cheap to clone.
 #[derive(Clone)]
 pub struct KvLog {
-    db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
     windows: sled::Tree,
-    flushes: Arc<FlushState>,
+    /// The flusher thread (see [`KvLog::flush`]).
+    flusher: Arc<Flusher>,
 }
 
-/// Group commit: one flush at a time; a caller whose writes an already
-/// completed flush covered does not flush again.
-#[derive(Default)]
-struct FlushState {
-    /// Serialises flushes.
-    running: tokio::sync::Mutex<()>,
-    /// Tickets handed out, one per flush request.
-    requested: AtomicU64,
-    /// Every ticket up to this one is covered by a completed flush.
-    completed: AtomicU64,
+/// Owns the flusher thread; the last [`KvLog`] clone dropped stops it and
+/// waits for it, so the database is closed when the drop returns.
+struct Flusher {
+    requests: Option<std::sync::mpsc::Sender<FlushRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answered once a flush that started after the request completed.
+type FlushRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The flusher thread: takes every request waiting, flushes once, answers
+/// them all (group commit). Ends when every [`KvLog`] clone is gone.
+fn run_flusher(db: sled::Db, requests: std::sync::mpsc::Receiver<FlushRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(requests.try_iter());
+        let started = Instant::now();
+        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        crate::metrics::KV_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+        for w in waiting {
+            let _ = w.send(result.clone());
+        }
+    }
 }
 
 impl KvLog {
@@ -242,12 +265,20 @@ impl KvLog {
         let windows = db
             .open_tree(WINDOWS_TREE)
             .map_err(LogError::sled("open tree"))?;
+        let (tx, requests) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kv-flusher".into())
+            .spawn(move || run_flusher(db, requests))
+            .map_err(|e| LogError::Task(format!("starting the flusher thread: {e}")))?;
+        let flusher = Arc::new(Flusher {
+            requests: Some(tx),
+            thread: Some(thread),
+        });
         Ok(KvLog {
-            db,
             log,
             meta,
             windows,
-            flushes: Arc::default(),
+            flusher,
         })
     }
 
@@ -312,31 +343,27 @@ impl KvLog {
 
     /// Makes everything written so far durable.
     ///
-    /// sled's `flush_async` runs the flush on sled's own small thread pool,
-    /// which also writes the IO buffers a flush waits for: several
-    /// partitions flushing at once can take every pool thread and wait
-    /// forever. Here one flush at a time runs on a blocking thread of the
-    /// runtime, and requests that arrive while it runs are covered by the
-    /// next one (group commit).
+    /// One thread flushes for every partition: requests that arrive while a
+    /// flush runs are served together by the next one (group commit).
+    /// sled's `flush_async` is not used: it runs on sled's small thread pool,
+    /// which also writes the buffers a flush waits for, and several
+    /// partitions flushing at once starved it for good. A lock shared by the
+    /// partition actors is not used either: an actor awaiting an atomic
+    /// response does not poll its other futures, so one holding the lock
+    /// would never release it.
     pub async fn flush(&self) -> Result<(), LogError> {
-        let state = &self.flushes;
-        // The caller's writes are complete: any flush that starts after the
-        // ticket was taken covers them.
-        let ticket = state.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let _running = state.running.lock().await;
-        if state.completed.load(Ordering::SeqCst) >= ticket {
-            return Ok(());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flusher
+            .requests
+            .as_ref()
+            .ok_or_else(|| LogError::Task("the flusher thread stopped".into()))?
+            .send(tx)
+            .map_err(|_| LogError::Task("the flusher thread stopped".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(LogError::Flush(e)),
+            Err(_) => Err(LogError::Task("the flusher thread stopped".into())),
         }
-        let covers = state.requested.load(Ordering::SeqCst);
-        let db = self.db.clone();
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| LogError::Task(e.to_string()))?;
-        crate::metrics::KV_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
-        result.map_err(LogError::sled("flush"))?;
-        state.completed.fetch_max(covers, Ordering::SeqCst);
-        Ok(())
     }
 
     /// The changes stored at `first_seq..=last_seq`, in seq order.

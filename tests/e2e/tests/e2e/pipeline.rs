@@ -8,7 +8,7 @@ use crate::helpers::{repo_reports, Infra, Platform, PlatformOptions};
 use mdp_e2e::runner::{self, RunOptions};
 use mdp_e2e::workload::WorkloadConfig;
 use sqlx::MySqlPool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const MERCHANTS: u64 = 15;
 
