@@ -143,6 +143,8 @@ pub struct Platform {
     pub reports: Vec<(String, String)>,
     pub infra: Infra,
     procs: BTreeMap<String, Child>,
+    /// Set by `teardown`; otherwise dropping the platform cleans up.
+    torn_down: bool,
 }
 
 pub struct PlatformOptions {
@@ -267,6 +269,7 @@ listen = "127.0.0.1:{p_admin}"
             reports: opts.reports,
             infra: opts.infra,
             procs: BTreeMap::new(),
+            torn_down: false,
         }
     }
 
@@ -403,25 +406,29 @@ listen = "127.0.0.1:{p_admin}"
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Ok(pool) = MySqlPool::connect(&self.infra.source).await {
-            let _ = sqlx::query(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS `{}`",
-                self.source_db
-            )))
-            .execute(&pool)
-            .await;
-        }
-        if let Ok(pool) = MySqlPool::connect(&self.infra.results).await {
-            let _ = sqlx::query(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS `{}`",
-                self.results_db
-            )))
-            .execute(&pool)
-            .await;
-        }
-        delete_amqp_topology(&self.infra.amqp, &self.prefix).await;
-        delete_redis_prefix(&self.infra.redis, &self.prefix).await;
+        remove_created(
+            self.infra.clone(),
+            self.source_db.clone(),
+            self.results_db.clone(),
+            self.prefix.clone(),
+        )
+        .await;
+        self.torn_down = true;
     }
+}
+
+/// Drops the platform's databases, queues, exchanges and Redis keys.
+async fn remove_created(infra: Infra, source_db: String, results_db: String, prefix: String) {
+    for (server, db) in [(&infra.source, &source_db), (&infra.results, &results_db)] {
+        if let Ok(pool) = MySqlPool::connect(server).await {
+            let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`")))
+                .execute(&pool)
+                .await;
+            pool.close().await;
+        }
+    }
+    delete_amqp_topology(&infra.amqp, &prefix).await;
+    delete_redis_prefix(&infra.redis, &prefix).await;
 }
 
 impl Drop for Platform {
@@ -440,6 +447,34 @@ impl Drop for Platform {
                 }
                 eprintln!("service logs kept in {}", keep.display());
             }
+        }
+        // A test that failed before its teardown must not leave queues and
+        // databases behind on the shared servers. Drop may run inside a
+        // runtime, so the cleanup gets a thread and a runtime of its own.
+        if !self.torn_down {
+            let args = (
+                self.infra.clone(),
+                self.source_db.clone(),
+                self.results_db.clone(),
+                self.prefix.clone(),
+            );
+            let cleanup = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let (infra, source_db, results_db, prefix) = args;
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        remove_created(infra, source_db, results_db, prefix),
+                    )
+                    .await;
+                });
+            });
+            let _ = cleanup.join();
         }
     }
 }
