@@ -42,7 +42,10 @@ struct PartitionState {
 /// The heartbeat stat holding a partition's last sealed window id; admin
 /// compares it with window-compute's `partition.{p}.last_applied_window`.
 pub fn last_sealed_stat(partition: u32) -> String {
-    format!("partition.{partition}.last_sealed_window")
+    mdp_types::status::partition_stat::name(
+        partition,
+        mdp_types::status::partition_stat::LAST_SEALED_WINDOW,
+    )
 }
 
 /// The status of every partition.

@@ -64,3 +64,39 @@ pub struct ControlCommand {
     pub issued_at_ms: i64,
     pub reason: Option<String>,
 }
+
+/// Heartbeat stats with per-partition figures are named
+/// `partition.{p}.{figure}`: flow-control reports [`LAST_SEALED_WINDOW`],
+/// window-compute [`LAST_APPLIED_WINDOW`], admin compares them.
+pub mod partition_stat {
+    /// The last window id flow-control sealed on the partition.
+    pub const LAST_SEALED_WINDOW: &str = "last_sealed_window";
+    /// The last window id window-compute applied on the partition.
+    pub const LAST_APPLIED_WINDOW: &str = "last_applied_window";
+
+    /// The stat name of `figure` for `partition`.
+    pub fn name(partition: u32, figure: &str) -> String {
+        format!("partition.{partition}.{figure}")
+    }
+
+    /// `partition.{p}.{figure}` → `(p, figure)`.
+    pub fn parse(name: &str) -> Option<(u32, &str)> {
+        let rest = name.strip_prefix("partition.")?;
+        let (p, figure) = rest.split_once('.')?;
+        Some((p.parse().ok()?, figure))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_round_trip_and_other_stats_do_not_parse() {
+            let n = name(3, LAST_SEALED_WINDOW);
+            assert_eq!(n, "partition.3.last_sealed_window");
+            assert_eq!(parse(&n), Some((3, LAST_SEALED_WINDOW)));
+            assert_eq!(parse("events_published"), None);
+            assert_eq!(parse("partition.x.last_sealed_window"), None);
+        }
+    }
+}

@@ -12,10 +12,9 @@ use std::sync::{Arc, Mutex};
 pub const SEALING_SERVICE: &str = "flow-control";
 /// The service that applies them.
 pub const APPLYING_SERVICE: &str = "window-compute";
-/// Stat name suffix of flow-control's last sealed window.
-const SEALED: &str = "last_sealed_window";
-/// Stat name suffix of window-compute's last applied window.
-const APPLIED: &str = "last_applied_window";
+use mdp_types::status::partition_stat::{
+    self, LAST_APPLIED_WINDOW as APPLIED, LAST_SEALED_WINDOW as SEALED,
+};
 
 /// One partition as shown by `/v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,13 +49,6 @@ impl LagRule {
     }
 }
 
-/// `partition.{p}.{what}` → `(p, what)`.
-fn parse_stat(name: &str) -> Option<(u32, &str)> {
-    let rest = name.strip_prefix("partition.")?;
-    let (p, what) = rest.split_once('.')?;
-    Some((p.parse().ok()?, what))
-}
-
 /// A window id reported as a float stat, if it is one.
 fn window_id(value: f64) -> Option<u64> {
     // Window ids are far below 2^53, where f64 is exact.
@@ -89,7 +81,7 @@ pub fn partition_views(
             _ => continue,
         };
         for (name, value) in &hb.stats {
-            let Some((p, stat)) = parse_stat(name) else {
+            let Some((p, stat)) = partition_stat::parse(name) else {
                 continue;
             };
             let Some(id) = window_id(*value).filter(|_| stat == what) else {

@@ -22,6 +22,7 @@ use mdp_degrade::DegradeMachine;
 use mdp_service::PartitionsOwned;
 use mdp_service::ServiceContext;
 use mdp_telemetry::error_chain;
+use mdp_types::status::partition_stat;
 use mdp_types::Window;
 use opentelemetry::trace::TraceContextExt;
 use std::collections::HashMap;
@@ -565,7 +566,7 @@ impl Worker {
         let applied = outcome.applied.len() as u64;
         // Admin compares it with flow-control's `partition.{p}.last_sealed_window`.
         stats.set(
-            &format!("partition.{}.last_applied_window", self.partition),
+            &partition_stat::name(self.partition, partition_stat::LAST_APPLIED_WINDOW),
             outcome.progress.last_applied_window as f64,
         );
         self.pipeline.board.update(self.partition, |info| {
