@@ -33,8 +33,10 @@ const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 /// After this long with only heartbeats, check whether the stream waits at
 /// the end of a binlog file the source no longer writes (see
-/// [`BinlogReader::next_file_after_dead_end`]).
+/// [`BinlogReader::next_file_after_dead_end`]); while the source stays
+/// quiet the interval doubles up to [`DEAD_END_CHECK_MAX`].
 const DEAD_END_CHECK_AFTER: Duration = Duration::from_secs(3);
+const DEAD_END_CHECK_MAX: Duration = Duration::from_secs(60);
 /// Binlog event type of a heartbeat.
 const HEARTBEAT_EVENT: u8 = 27;
 
@@ -122,8 +124,9 @@ impl BinlogReader {
             in_transaction: false,
         };
         let mut connected = false;
-        let mut idle_since = Instant::now();
-        let mut checked_at = Instant::now();
+        // Next dead-end check, and the wait before the one after it.
+        let mut check_at = Instant::now() + DEAD_END_CHECK_AFTER;
+        let mut check_every = DEAD_END_CHECK_AFTER;
         loop {
             let next = tokio::select! {
                 biased;
@@ -141,12 +144,11 @@ impl BinlogReader {
                 on_connected();
             }
             if event.header().event_type_raw() != HEARTBEAT_EVENT {
-                idle_since = Instant::now();
-            } else if !st.in_transaction
-                && idle_since.elapsed() >= DEAD_END_CHECK_AFTER
-                && checked_at.elapsed() >= DEAD_END_CHECK_AFTER
-            {
-                checked_at = Instant::now();
+                check_every = DEAD_END_CHECK_AFTER;
+                check_at = Instant::now() + check_every;
+            } else if !st.in_transaction && Instant::now() >= check_at {
+                check_every = (check_every * 2).min(DEAD_END_CHECK_MAX);
+                check_at = Instant::now() + check_every;
                 if let Some(next) = self.next_file_after_dead_end(&st).await? {
                     tracing::warn!(
                         file = %st.file,
