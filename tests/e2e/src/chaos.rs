@@ -462,6 +462,7 @@ impl Run<'_> {
     async fn inject(
         &mut self,
         fault: &Fault,
+        at: Duration,
         down: Duration,
         recover_timeout: Duration,
     ) -> Result<FaultReport, String> {
@@ -529,7 +530,7 @@ impl Run<'_> {
         self.counters = now;
         Ok(FaultReport {
             fault: fault.clone(),
-            at: Duration::ZERO,
+            at,
             down,
             recovered_after,
             noticed_by,
@@ -684,8 +685,7 @@ async fn run_on(
         let down = between(&mut rng, opts.down);
         let at = load_started.elapsed();
         eprintln!("chaos: {:>6.1} s  {fault}", at.as_secs_f64());
-        let mut r = run.inject(fault, down, opts.recover_timeout).await?;
-        r.at = at;
+        let r = run.inject(fault, at, down, opts.recover_timeout).await?;
         eprintln!(
             "chaos: {fault}: {}",
             r.recovered_after
