@@ -57,6 +57,38 @@ foreign_binlog_server() {
     [[ "$(tr -s '\t ' ' ' <<<"$settings")" == "1 ROW FULL FULL" ]]
 }
 
+# A mariadbd this script started for a checkout that has since been deleted
+# (a CI clone, say) keeps the port but can no longer create databases: its
+# datadir is gone. Prints its pid: a mariadbd process whose command line is
+# this script's (`--datadir=<…>/source-db --port=<port>`) and whose datadir no
+# longer exists.
+orphaned_pid() {
+    local dir pid cmdline
+    dir="$(mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot --connect-timeout=2 -N -B \
+        -e 'SELECT @@datadir' 2>/dev/null)" || return 1
+    [[ -n "$dir" && ! -d "$dir" && "${dir%/}" == */source-db ]] || return 1
+    for pid in $(pgrep -x mariadbd); do
+        cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+        if [[ "$cmdline" == *"--datadir=${dir%/} "* && "$cmdline" == *"--port=$port "* ]]; then
+            echo "$pid"
+            return 0
+        fi
+    done
+    return 1
+}
+
+stop_orphan() {
+    local pid
+    pid="$(orphaned_pid)" || return 0
+    echo "source-db: stopping mariadbd pid $pid on port $port: its datadir was deleted" >&2
+    kill -TERM "$pid"
+    local deadline=$((SECONDS + stop_timeout_s))
+    while kill -0 "$pid" 2>/dev/null; do
+        ((SECONDS < deadline)) || die "orphaned mariadbd (pid $pid) did not stop within ${stop_timeout_s}s"
+        sleep 0.2
+    done
+}
+
 initialise() {
     mkdir -p "$datadir"
     if [[ ! -d "$datadir/mysql" ]]; then
@@ -73,6 +105,7 @@ start() {
     if ping_ok; then
         die "a server already answers on $socket but was not started by this script (no pid in $pidfile)"
     fi
+    stop_orphan
     if foreign_binlog_server; then
         return 0
     fi
