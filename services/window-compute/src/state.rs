@@ -62,6 +62,15 @@ const META_LAST_APPLIED: &str = "last_applied_window";
 const META_LAST_RESULT: &str = "last_result_batch";
 const META_GROUPS: &str = "groups_count";
 
+/// SQLite page cache per partition file, KiB. Bounds the process's memory
+/// for state pages: partitions × this (16 MiB each, 128 MiB for 8).
+const CACHE_KIB: i64 = 16 * 1024;
+
+/// Bytes of each partition file SQLite reads through a memory map: page
+/// reads come straight from the OS page cache (file-backed memory the
+/// kernel reclaims under pressure) instead of a copy per read.
+const MMAP_BYTES: i64 = 1 << 30;
+
 /// How long a statement waits for another process holding the write lock
 /// (a replica finishing its last computation during a hand-over).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,6 +267,40 @@ impl<'t> SqliteStore<'t> {
         rows.collect()
     }
 
+    /// Groups of `report` whose key starts with `prefix`: keys compare as
+    /// UTF-8 bytes (BINARY), so they lie in `[prefix, successor(prefix))`.
+    fn with_prefix(
+        &self,
+        report: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, rusqlite::Error> {
+        let mut upper = prefix.to_string();
+        let last = upper.pop();
+        // The string just above every string starting with `prefix`: its
+        // last character incremented (none for an empty prefix or U+10FFFF).
+        let successor = last.and_then(|c| {
+            let next = (u32::from(c) + 1..=0x10ffff).find_map(char::from_u32)?;
+            upper.push(next);
+            Some(upper)
+        });
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, state FROM groups WHERE report = ?1 AND key >= ?2
+               AND (?3 IS NULL OR key < ?3) ORDER BY key",
+        )?;
+        let rows = stmt.query_map(params![report, prefix, successor], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, state) = row?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key, state));
+        }
+        Ok(out)
+    }
+
     fn row(&self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, rusqlite::Error> {
         self.conn
             .prepare_cached("SELECT row FROM rows WHERE tbl = ?1 AND pk = ?2")?
@@ -340,6 +383,15 @@ impl StateStore for SqliteStore<'_> {
 
     fn groups_of(&mut self, report: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
         let r = self.all_of(report);
+        self.track(r)
+    }
+
+    fn groups_with_prefix(
+        &mut self,
+        report: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
+        let r = self.with_prefix(report, prefix);
         self.track(r)
     }
 
@@ -542,6 +594,11 @@ impl PartitionState {
             )));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Reads go through a memory map of the file (no copy per page read)
+        // and a transaction's dirty pages stay in the page cache instead of
+        // spilling to the WAL mid-transaction; see CACHE_KIB / MMAP_BYTES.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.execute_batch(SCHEMA)?;
         Ok(conn)
     }

@@ -433,6 +433,13 @@ impl GroupState {
         self.add_scaled(delta, 1)
     }
 
+    /// Adds (`sign` = 1) or subtracts (−1) the rows and accumulators of
+    /// another state of the same report (a rolled-up sub-aggregate); the key
+    /// is left as it is.
+    pub(crate) fn absorb(&mut self, other: &GroupState, sign: i64) -> Result<(), String> {
+        self.add_scaled(other, sign)
+    }
+
     fn add_scaled(&mut self, other: &GroupState, sign: i64) -> Result<(), String> {
         if other.accs.len() != self.accs.len() {
             return Err(format!(

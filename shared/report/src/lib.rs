@@ -21,6 +21,7 @@ mod error;
 mod eval;
 mod functions;
 mod report;
+mod rollup;
 mod set;
 mod store;
 mod tenant;

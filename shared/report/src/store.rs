@@ -28,7 +28,9 @@ pub struct IndexEntry {
 /// [`crate::Engine::apply`] runs inside one store transaction of the caller.
 ///
 /// Groups: one blob per (report, group key); the engine reads each touched
-/// group once per call and writes it once at the end.
+/// group once per call and writes it once at the end. The sub-aggregates of
+/// a rolled-up dimension are stored as groups too, under the report name
+/// `{report}/{table}` (see [`crate::Engine`]).
 ///
 /// Rows (only for the tables of reports with joins, see
 /// [`crate::Engine::row_tables`]): one blob per (table, primary key text),
@@ -48,6 +50,14 @@ pub trait StateStore {
     ) -> Result<(), Self::Error>;
     /// Every group of `report` (used when a table is re-snapshotted).
     fn groups_of(&mut self, report: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error>;
+    /// The groups of `report` whose key starts with `prefix`, in ascending
+    /// key order (the sub-aggregates of one join key of a rolled-up
+    /// dimension).
+    fn groups_with_prefix(
+        &mut self,
+        report: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Self::Error>;
     /// The stored image of one row, `None` if the row does not exist.
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     /// Replaces the stored image of one row and all its index entries with
@@ -179,6 +189,26 @@ impl StateStore for MemoryStateStore {
             .unwrap_or_default())
     }
 
+    fn groups_with_prefix(
+        &mut self,
+        report: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Infallible> {
+        Ok(self
+            .groups
+            .get(report)
+            .map(|g| {
+                g.range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+            })
+            .unwrap_or_default())
+    }
+
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Infallible> {
         Ok(self
             .rows
@@ -260,6 +290,13 @@ impl<S: StateStore + ?Sized> StateStore for &mut S {
     }
     fn groups_of(&mut self, report: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
         (**self).groups_of(report)
+    }
+    fn groups_with_prefix(
+        &mut self,
+        report: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
+        (**self).groups_with_prefix(report, prefix)
     }
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error> {
         (**self).load_row(table, pk)

@@ -90,6 +90,30 @@ pub const REPORTS: &[(&str, &str)] = &[
          GROUP BY m.id, m.city",
     ),
     (
+        // merchants rolled up through a LEFT join with a WHERE term of their
+        // own: a city change moves the merchant's sub-aggregates, and
+        // MIN/MAX/COUNT(DISTINCT) move with them.
+        "orders_by_city_left",
+        "SELECT o.merchant_id, m.city, DATE(o.created_at) AS day, COUNT(*) AS orders, SUM(o.amount) AS gmv,
+           MIN(o.amount) AS smallest, MAX(o.amount) AS largest, COUNT(DISTINCT o.status) AS statuses,
+           AVG(o.amount) AS avg_amount
+         FROM orders o LEFT JOIN merchants m ON m.id = o.merchant_id
+         WHERE (m.city IS NULL OR m.city <> 'Nice') AND o.status <> 'cancelled'
+         GROUP BY o.merchant_id, m.city, DATE(o.created_at)",
+    ),
+    (
+        // products rolled up through two ON equalities (a product of another
+        // merchant does not join); orders joined row by row.
+        "items_by_category_of_merchant",
+        "SELECT i.merchant_id, p.category, DATE(o.created_at) AS day, COUNT(*) AS item_lines, SUM(i.qty) AS units,
+           MAX(i.price) AS top_price, COUNT(DISTINCT i.order_id) AS orders
+         FROM order_items i
+         JOIN orders o ON o.id = i.order_id
+         JOIN products p ON p.id = i.product_id AND p.merchant_id = i.merchant_id
+         WHERE o.status IN ('paid', 'shipped')
+         GROUP BY i.merchant_id, p.category, DATE(o.created_at)",
+    ),
+    (
         "products_by_category",
         "SELECT merchant_id, category, COUNT(*) AS products, SUM(price) AS total
          FROM products GROUP BY merchant_id, category",
@@ -592,6 +616,20 @@ fn run_case(db: &Db, steps: &[Step], sizes: &[usize]) -> Result<(), TestCaseErro
     prop_assert!(served.is_empty(), "rows left: {:?}", served);
     prop_assert_eq!(store.size_bytes(), 0, "state left: {:?}", store);
     Ok(())
+}
+
+#[test]
+fn labelling_dimensions_are_rolled_up() {
+    let e = engine();
+    assert_eq!(e.rolled_up("items_city_category"), Some("merchants"));
+    assert_eq!(e.rolled_up("orders_by_city_left"), Some("merchants"));
+    assert_eq!(
+        e.rolled_up("items_by_category_of_merchant"),
+        Some("products")
+    );
+    // Read by an aggregate: joined row by row.
+    assert_eq!(e.rolled_up("orders_with_items"), None);
+    assert_eq!(e.rolled_up("products_by_category"), None);
 }
 
 #[test]
