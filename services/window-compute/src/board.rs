@@ -1,5 +1,6 @@
 //! What each partition of this instance did last, for `GET /v1/partitions`
-//! and the heartbeat. Updated after every committed computation.
+//! and the heartbeat. Updated after every committed computation, and with
+//! the partition's hold whenever it is read from the state.
 
 use mdp_types::WindowId;
 use serde::Serialize;
@@ -22,6 +23,15 @@ pub struct PartitionInfo {
     pub windows_applied: u64,
     /// Windows dead-lettered as poison since it started.
     pub poison_windows: u64,
+    /// The parked window the partition is held at: later windows are kept
+    /// in its held store, not applied, until it is back.
+    pub held_at_window: Option<WindowId>,
+    /// Why that window was parked (the engine's error).
+    pub hold_reason: Option<String>,
+    /// Since when the partition is held, ms since epoch.
+    pub held_since_ms: Option<i64>,
+    /// Windows in the held store, not applied yet.
+    pub held_windows: u64,
 }
 
 /// Shared, cheap to clone.

@@ -22,6 +22,10 @@ struct Metrics {
     state_errors: IntCounter,
     inconsistencies: IntCounterVec,
     sessions: IntCounter,
+    held: IntCounter,
+    held_windows: IntGaugeVec,
+    held_at: IntGaugeVec,
+    skipped: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -82,6 +86,24 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     sessions: mdp_telemetry::int_counter(
         "mdp_compute_amqp_sessions_total",
         "RabbitMQ sessions started (connection, topology, consumers); more than one means reconnects.",
+    ),
+    held: mdp_telemetry::int_counter(
+        "mdp_compute_windows_held_total",
+        "Windows kept in the held store because their partition is held at a parked window (applied later).",
+    ),
+    held_windows: mdp_telemetry::int_gauge_vec(
+        "mdp_compute_held_windows",
+        "Windows in the partition's held store, not applied yet.",
+        &["partition"],
+    ),
+    held_at: mdp_telemetry::int_gauge_vec(
+        "mdp_compute_held_at_window",
+        "The parked window the partition is held at (0: not held).",
+        &["partition"],
+    ),
+    skipped: mdp_telemetry::int_counter(
+        "mdp_compute_parked_windows_skipped_total",
+        "Parked windows an operator gave up on: their changes are never applied.",
     ),
 }
 });
@@ -264,10 +286,99 @@ impl PoisonWindow<'_> {
             attempts = self.attempts,
             error = %self.error,
             alarm = true,
-            "poison window dead-lettered; the partition's reports miss its changes until it is replayed"
+            "poison window dead-lettered; the partition is held at it until it is replayed"
         );
         METRICS.poison.inc();
     }
+}
+
+/// Delivered windows were kept in the held store (the partition is held at
+/// a parked window, or still applying the windows held behind it).
+pub struct WindowsHeld<'a> {
+    pub partition: u32,
+    pub window_ids: &'a [WindowId],
+    pub held_at: Option<WindowId>,
+    pub held_windows: u64,
+}
+
+impl WindowsHeld<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            partition = self.partition,
+            window_ids = ?self.window_ids,
+            held_at_window = self.held_at,
+            held_windows = self.held_windows,
+            "windows held behind a parked window"
+        );
+        METRICS.held.inc_by(self.window_ids.len() as u64);
+    }
+}
+
+/// The parked window a partition was held at is applied (or was skipped):
+/// the held windows behind it follow.
+pub struct HoldReleased {
+    pub partition: u32,
+    pub window_id: WindowId,
+    pub held_since_ms: i64,
+}
+
+impl HoldReleased {
+    pub fn emit(&self) {
+        tracing::info!(
+            partition = self.partition,
+            window_id = self.window_id,
+            held_ms = mdp_types::now_ms().saturating_sub(self.held_since_ms),
+            "partition hold released"
+        );
+    }
+}
+
+/// Deliveries of a parked window an operator skipped were dropped.
+pub struct SkippedWindowsDropped<'a> {
+    pub partition: u32,
+    pub window_ids: &'a [WindowId],
+}
+
+impl SkippedWindowsDropped<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            partition = self.partition,
+            window_ids = ?self.window_ids,
+            "delivery of a skipped parked window dropped"
+        );
+    }
+}
+
+/// An operator gave up on the parked window a partition was held at.
+pub struct ParkedWindowSkipped {
+    pub partition: u32,
+    pub window_id: WindowId,
+    pub held_windows: u64,
+}
+
+impl ParkedWindowSkipped {
+    pub fn emit(&self) {
+        tracing::warn!(
+            partition = self.partition,
+            window_id = self.window_id,
+            held_windows = self.held_windows,
+            "parked window skipped by an operator; its changes are not applied"
+        );
+        METRICS.skipped.inc();
+    }
+}
+
+/// The hold figures of a partition as last read from its state.
+pub fn hold_gauges(partition: u32, held_at: Option<WindowId>, held_windows: u64) {
+    let p = partition.to_string();
+    METRICS
+        .held_windows
+        .with_label_values(&[&p])
+        .set(i64::try_from(held_windows).unwrap_or(i64::MAX));
+    METRICS
+        .held_at
+        .with_label_values(&[&p])
+        .set(held_at.map_or(0, |w| i64::try_from(w).unwrap_or(i64::MAX)));
 }
 
 /// A state store operation failed; the windows stay unacknowledged.

@@ -12,6 +12,7 @@ pub mod actors;
 pub mod board;
 pub mod configuration;
 pub mod events;
+pub mod parking;
 pub mod routes;
 pub mod startup;
 pub mod state;

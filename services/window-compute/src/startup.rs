@@ -98,10 +98,24 @@ impl Application {
                     .collect::<Vec<_>>(),
                 "row state kept for reports with joins"
             );
+            let rolled_up: Vec<String> = reports
+                .reports()
+                .iter()
+                .filter_map(|r| {
+                    engine
+                        .rolled_up(&r.name)
+                        .map(|t| format!("{}: {t}", r.name))
+                })
+                .collect();
+            // Changes of these tables' rows move sub-aggregates instead of
+            // re-joining fact rows.
+            tracing::info!(rolled_up = ?rolled_up, "dimensions rolled up");
         }
-        let keepers: Vec<Addr<StateKeeper>> = (0..options.partitions)
-            .map(|p| StateKeeper::start(p, options.state_dir.clone(), engine.clone()))
-            .collect();
+        let keepers: Arc<Vec<Addr<StateKeeper>>> = Arc::new(
+            (0..options.partitions)
+                .map(|p| StateKeeper::start(p, options.state_dir.clone(), engine.clone()))
+                .collect(),
+        );
 
         let rabbit = DegradeMachine::new(crate::SERVICE, "rabbitmq", Policy::default());
         let state_machine = DegradeMachine::new(crate::SERVICE, "state", Policy::default());
@@ -124,11 +138,13 @@ impl Application {
             let ctx = web::Data::new(ctx.clone());
             let reports = web::Data::new(reports.clone());
             let board = web::Data::new(board.clone());
+            let keepers = web::Data::from(keepers.clone());
             HttpServer::new(move || {
                 App::new()
                     .app_data(ctx.clone())
                     .app_data(reports.clone())
                     .app_data(board.clone())
+                    .app_data(keepers.clone())
                     .configure(mdp_service::common_routes)
                     .configure(routes::configure)
             })
@@ -143,7 +159,7 @@ impl Application {
             ctx: ctx.clone(),
             topology: Topology::from_settings(&settings),
             options,
-            keepers: Arc::new(keepers),
+            keepers,
             board,
             rabbit,
             state_machine,

@@ -3,8 +3,10 @@
 //! read (with their join-column index), and the partition's progress (last
 //! applied window).
 //!
-//! Schema: `groups(report, key, state)`, `rows(tbl, pk, row)`,
-//! `row_index(tbl, col, val, pk)` and `meta(k, v)`. Every table is created
+//! Schema: `groups(report, key, state)` (also the sub-aggregates of rolled-up
+//! dimensions, under `{report}/{table}`), `rows(tbl, pk, row)`,
+//! `row_index(tbl, col, val, pk)`, `meta(k, v)`, and `parked`/`held` for a
+//! partition held at a dead-lettered window (see [`held`]). Every table is created
 //! when missing, so a state file written before reports with joins existed
 //! opens as is and gains the row tables (empty: re-snapshot the tables a
 //! new join report reads).
@@ -600,6 +602,7 @@ impl PartitionState {
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(held::SCHEMA)?;
         Ok(conn)
     }
 
@@ -791,6 +794,9 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         "unknown panic".to_string()
     }
 }
+
+mod held;
+pub use held::{HeldIntake, HeldWindow, Hold, HoldStatus, NextHeld, SkipError};
 
 #[cfg(test)]
 mod tests;

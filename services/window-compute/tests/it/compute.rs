@@ -7,14 +7,6 @@ const WAIT: Duration = Duration::from_secs(15);
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-fn partition_entry(body: &serde_json::Value, partition: u32) -> Option<serde_json::Value> {
-    body["partitions"]
-        .as_array()?
-        .iter()
-        .find(|p| p["partition"] == partition)
-        .cloned()
-}
-
 #[actix_rt::test]
 async fn windows_become_exact_results_across_duplicates_bad_input_and_restarts() {
     let env = TestEnv::new().await;
@@ -206,65 +198,6 @@ async fn windows_become_exact_results_across_duplicates_bad_input_and_restarts()
     let entry = partition_entry(&parts, p).expect("partition owned");
     assert_eq!(entry["last_applied_window"], 6);
     assert_eq!(entry["windows_applied"], 3);
-
-    app.stop().await;
-    results.close().await;
-    dlq.close().await;
-    env.cleanup().await;
-}
-
-#[actix_rt::test]
-async fn a_window_failing_every_attempt_is_dead_lettered_and_the_partition_moves_on() {
-    let env = TestEnv::new().await;
-    let p = 0;
-    let m = merchant_in(p);
-    let app = env.spawn_app().await;
-    let mut results = env.results(p).await;
-    let mut dlq = env.dead_letters().await;
-
-    let mut c = Changes::new(p, 0);
-    let o1 = order(1, m, "2026-11-20 10:00:00", 1000);
-    env.publish_window(&c.insert(o1.clone()).window(1)).await;
-    let (b1, _) = results.next_batch(WAIT).await;
-    assert_eq!(rows_json(&b1), vec![live(m, "2026-11-20", 1, 1000)]);
-    app.stop().await;
-
-    // Damage the stored group: the engine cannot read it any more.
-    {
-        let db = rusqlite::Connection::open(env.state_file(p)).expect("open state");
-        let n = db
-            .execute("UPDATE groups SET state = x'ff00ff00'", [])
-            .expect("corrupt state");
-        assert_eq!(n, 1);
-    }
-    // Window 2 touches the damaged group, window 3 another one. Both wait in
-    // the queue, so they are usually merged first; the merge fails and is
-    // split so that window 3 still goes through.
-    let o1b = order(1, m, "2026-11-20 10:00:00", 1200);
-    env.publish_window(&c.update(o1, o1b).window(2)).await;
-    env.publish_window(&c.insert(order(2, m, "2026-11-23 10:00:00", 90)).window(3))
-        .await;
-    let app = env.spawn_app().await;
-
-    let dead = dlq.next(WAIT).await.expect("poison window dead-lettered");
-    assert_eq!(dead.message_id.as_deref(), Some(format!("{p}:2").as_str()));
-    let dead_window: mdp_types::Window = serde_json::from_slice(&dead.body).expect("window JSON");
-    assert_eq!(dead_window.id, 2);
-    // The restarted instance may first re-publish window 1's stored result:
-    // its acknowledgement can be in flight when the first instance stops.
-    let b3 = loop {
-        let (batch, _) = results.next_batch(WAIT).await;
-        if batch.window_id > 1 {
-            break batch;
-        }
-    };
-    assert_eq!((b3.first_window_id, b3.window_id), (3, 3));
-    assert_eq!(rows_json(&b3), vec![live(m, "2026-11-23", 1, 90)]);
-    wait_metric(&app, "mdp_compute_poison_windows_total").await;
-    let parts = app.get_json("/v1/partitions").await;
-    let entry = partition_entry(&parts, p).expect("partition owned");
-    assert_eq!(entry["poison_windows"], 1);
-    assert_eq!(entry["last_applied_window"], 3);
 
     app.stop().await;
     results.close().await;

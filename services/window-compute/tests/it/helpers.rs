@@ -564,3 +564,12 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The entry of `partition` in a `GET /v1/partitions` answer.
+pub fn partition_entry(body: &serde_json::Value, partition: u32) -> Option<serde_json::Value> {
+    body["partitions"]
+        .as_array()?
+        .iter()
+        .find(|p| p["partition"] == partition)
+        .cloned()
+}

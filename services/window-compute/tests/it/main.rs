@@ -3,3 +3,4 @@
 
 mod compute;
 mod helpers;
+mod hold;
