@@ -10,8 +10,16 @@
 //! Messages that cannot be replayed stay unacknowledged until the end of the
 //! call, so `basic.get` cannot hand them out again, and are then returned
 //! with `basic.nack` (requeue), which does not count as a failed delivery.
+//!
+//! Every [`DEPTH_EVERY`] admin also looks at how many messages each
+//! dead-letter queue holds (three passive declares on one channel), for the
+//! `dead_letters_parked` alarm.
 
-use crate::domain::dead_letters::{origin, replay_headers, replayed_by, Origin, SkipReason};
+use crate::actors::bus::{BusActor, OpenChannel};
+use crate::domain::dead_letters::{
+    origin, replay_headers, replayed_by, DeadLetterWatch, Origin, SkipReason,
+};
+use actix::Addr;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -29,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 /// A broker operation not answered within this time fails the call.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the depth of the dead-letter queues is looked at.
+pub const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 fn replayed_counter() -> prometheus::IntCounterVec {
     mdp_telemetry::int_counter_vec(
@@ -116,6 +126,54 @@ pub async fn queue_depth(channel: &Channel, queue: &str) -> Result<(u32, u32), B
             error: mdp_telemetry::error_chain(&e),
         }),
     }
+}
+
+/// Looks at every dead-letter queue once and records how many messages it
+/// holds in `watch`; a missing queue is forgotten, a queue that cannot be
+/// inspected keeps its last figures. Does nothing while admin is not
+/// connected to RabbitMQ.
+pub async fn observe_depths(bus: &Addr<BusActor>, topology: &Topology, watch: &DeadLetterWatch) {
+    let mut channel: Option<Channel> = None;
+    for stage in Stage::ALL {
+        let ch = match channel.take() {
+            Some(ch) if ch.status().connected() => ch,
+            _ => match bus.send(OpenChannel).await {
+                Ok(Ok(ch)) => ch,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "dead-letter queues not looked at");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "dead-letter queues not looked at: the bus is gone");
+                    return;
+                }
+            },
+        };
+        let queue = topology.dead_letter_queue(stage);
+        match queue_depth(&ch, &queue).await {
+            Ok((messages, _)) => {
+                watch.record(stage, &queue, u64::from(messages), mdp_types::now_ms());
+                channel = Some(ch);
+            }
+            // The broker closed the channel with the error.
+            Err(BrokerError::NotFound(_)) => watch.forget(stage),
+            Err(error) => {
+                tracing::debug!(%error, stage = stage.as_str(), "dead-letter queue depth unknown");
+                close_quietly(&ch).await;
+            }
+        }
+    }
+    if let Some(ch) = channel {
+        close_quietly(&ch).await;
+    }
+}
+
+async fn close_quietly(channel: &Channel) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        channel.close(200, "dead-letter depths read".into()),
+    )
+    .await;
 }
 
 fn is_not_found(error: &lapin::Error) -> bool {

@@ -1,9 +1,10 @@
 //! Builds and runs the admin application: HTTP server, the bus actor that
 //! consumes heartbeats and publishes control commands, the partition lag
-//! watch, and admin's own heartbeat.
+//! watch, the dead-letter queue watch, and admin's own heartbeat.
 
 use crate::actors::bus::BusActor;
 use crate::domain::command::KnownMachines;
+use crate::domain::dead_letters::DeadLetterWatch;
 use crate::domain::instances::{InstanceRecord, InstanceTable};
 use crate::domain::partitions::{partition_views, LagRule, LagWatch, PartitionView};
 use crate::domain::status::{aggregate, FleetStatus, Observation};
@@ -60,6 +61,8 @@ pub struct AdminState {
     pub lag: LagRule,
     /// Since when partitions lag.
     pub lag_watch: LagWatch,
+    /// How many messages each dead-letter queue held when last looked at.
+    pub dead_letters: DeadLetterWatch,
 }
 
 impl AdminState {
@@ -68,6 +71,7 @@ impl AdminState {
         let snapshot = self.table.snapshot();
         let now_ms = mdp_types::now_ms();
         let lagging_since = self.observe_partitions(&snapshot, now_ms);
+        let dead_letters = self.dead_letters.snapshot();
         let mut status = aggregate(
             &snapshot,
             Observation {
@@ -78,6 +82,7 @@ impl AdminState {
                 partitions: self.topology.partitions,
                 lag: self.lag,
                 lagging_since: &lagging_since,
+                dead_letters: &dead_letters,
             },
         );
         status.switches = self.switches.list();
@@ -151,6 +156,25 @@ async fn watch_partitions(state: web::Data<AdminState>, cancel: CancellationToke
     }
 }
 
+/// Keeps the dead-letter queue depths (the `dead_letters_parked` alarm)
+/// current: one look every [`crate::dead_letters::DEPTH_EVERY`].
+async fn watch_dead_letters(state: web::Data<AdminState>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::dead_letters::DEPTH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let observe =
+            crate::dead_letters::observe_depths(&state.bus, &state.topology, &state.dead_letters);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = observe => {}
+        }
+    }
+}
+
 /// The admin service, bound and ready to run.
 pub struct Application {
     port: u16,
@@ -196,8 +220,10 @@ impl Application {
             topology,
             lag,
             lag_watch: LagWatch::default(),
+            dead_letters: DeadLetterWatch::default(),
         });
         actix_web::rt::spawn(watch_partitions(state.clone(), ctx.cancel.clone()));
+        actix_web::rt::spawn(watch_dead_letters(state.clone(), ctx.cancel.clone()));
         let ctx_data = web::Data::new(ctx.clone());
         let server = HttpServer::new(move || {
             App::new()

@@ -1,19 +1,29 @@
 //! Dead-lettered (parked) messages: the requests of the dead-letter routes
-//! validated (stage, limit), where a parked message came from, and the
-//! headers it is replayed with.
+//! validated (stage, limit), where a parked message came from, the headers
+//! it is replayed with, and how many messages each dead-letter queue held
+//! when last looked at (for the `dead_letters_parked` alarm).
 //!
-//! Every message the services park reaches a dead-letter queue by being
-//! rejected without requeue from a partition queue (`mdp_amqp::dead_letter`:
-//! malformed, oversize or wrong-partition messages, window-compute's poison
-//! windows). The broker then routes it through `{prefix}.dlx` and adds an
-//! `x-death` header whose newest entry names the queue it died in and the
-//! exchange and routing keys it had been published with. ingest publishes
-//! rows without a tenant value straight to `{prefix}.dlx`: those never were
-//! in a partition queue, carry no `x-death`, and are not replayed.
+//! Almost every message the services park reaches a dead-letter queue by
+//! being rejected without requeue from a partition queue
+//! (`mdp_amqp::dead_letter`: malformed, oversize or wrong-partition
+//! messages, window-compute's poison windows). The broker then routes it
+//! through `{prefix}.dlx` and adds an `x-death` header whose newest entry
+//! names the queue it died in and the exchange and routing keys it had been
+//! published with. window-compute parks a window it had kept in a held
+//! partition's store (there is no delivery to reject) by publishing a copy
+//! to `{prefix}.dlx` with `x-mdp-origin-*` headers naming the same three
+//! (`mdp_types::status::dead_letter`). ingest publishes rows without a
+//! tenant value straight to `{prefix}.dlx`: those never were in a partition
+//! queue, carry neither, and are not replayed.
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use mdp_amqp::{Stage, Topology};
+use mdp_types::status::dead_letter::{
+    ORIGIN_EXCHANGE_HEADER, ORIGIN_QUEUE_HEADER, ORIGIN_ROUTING_KEY_HEADER, REASON_HEADER,
+};
+use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// Messages examined by one replay when `limit` is not given.
 pub const DEFAULT_REPLAY_LIMIT: u32 = 100;
@@ -24,9 +34,14 @@ pub const REPLAYS_HEADER: &str = "x-mdp-replays";
 /// Header naming the replay call that republished a message last.
 pub const REPLAY_ID_HEADER: &str = "x-mdp-replay-id";
 
-/// Headers the broker sets on dead-lettering or redelivery; a replayed
-/// message starts without them.
-const BROKER_HEADERS: [&str; 8] = [
+/// Headers the broker sets on dead-lettering or redelivery, and those a
+/// service sets when it parks a copy itself; a replayed message starts
+/// without them.
+const BROKER_HEADERS: [&str; 12] = [
+    ORIGIN_QUEUE_HEADER,
+    ORIGIN_EXCHANGE_HEADER,
+    ORIGIN_ROUTING_KEY_HEADER,
+    REASON_HEADER,
     "x-death",
     "x-first-death-queue",
     "x-first-death-reason",
@@ -98,9 +113,11 @@ pub struct Origin {
 /// Why a parked message was left in its dead-letter queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SkipReason {
-    /// No `x-death` header: published to the dead-letter exchange directly.
+    /// Neither `x-death` nor `x-mdp-origin-*` headers: published to the
+    /// dead-letter exchange directly without an origin.
     NoDeathHeader,
-    /// An `x-death` header without queue, exchange or routing key.
+    /// An `x-death` header without queue, exchange or routing key, or an
+    /// incomplete set of `x-mdp-origin-*` headers.
     MalformedDeathHeader,
     /// Dead-lettered from a queue that is not a partition queue of the stage.
     ForeignQueue,
@@ -147,17 +164,40 @@ fn integer(value: &AMQPValue) -> Option<i64> {
     }
 }
 
+/// The origin a service wrote on a copy it parked itself.
+fn parked_origin(headers: Option<&FieldTable>) -> Result<Origin, SkipReason> {
+    let field = |name: &str| headers.and_then(|h| h.inner().get(name)).and_then(text);
+    match (
+        field(ORIGIN_QUEUE_HEADER),
+        field(ORIGIN_EXCHANGE_HEADER),
+        field(ORIGIN_ROUTING_KEY_HEADER),
+    ) {
+        (None, None, None) => Err(SkipReason::NoDeathHeader),
+        (Some(queue), Some(exchange), Some(routing_key)) => Ok(Origin {
+            queue: queue.to_string(),
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+        }),
+        _ => Err(SkipReason::MalformedDeathHeader),
+    }
+}
+
 /// Where the message with `headers`, parked in the dead-letter queue of
-/// `stage`, came from: the newest `x-death` entry, which must name a
-/// partition queue of that stage.
+/// `stage`, came from: the newest `x-death` entry or, without one, the
+/// `x-mdp-origin-*` headers; either must name a partition queue of that
+/// stage.
 pub fn origin(
     headers: Option<&FieldTable>,
     topology: &Topology,
     stage: Stage,
 ) -> Result<Origin, SkipReason> {
-    let deaths = headers
-        .and_then(|h| h.inner().get("x-death"))
-        .ok_or(SkipReason::NoDeathHeader)?;
+    let Some(deaths) = headers.and_then(|h| h.inner().get("x-death")) else {
+        let origin = parked_origin(headers)?;
+        if !(0..topology.partitions).any(|p| topology.stage_queue(stage, p) == origin.queue) {
+            return Err(SkipReason::ForeignQueue);
+        }
+        return Ok(origin);
+    };
     let AMQPValue::FieldArray(deaths) = deaths else {
         return Err(SkipReason::MalformedDeathHeader);
     };
@@ -210,6 +250,67 @@ pub fn replay_headers(headers: Option<&FieldTable>, replay_id: &str) -> FieldTab
         AMQPValue::LongString(LongString::from(replay_id)),
     );
     FieldTable::from(kept)
+}
+
+/// The service that consumes a stage's partition queues, named in alarms
+/// about the stage's dead-letter queue.
+pub fn consuming_service(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Changes => "flow-control",
+        Stage::Windows => "window-compute",
+        Stage::Results => "result-writer",
+    }
+}
+
+/// One dead-letter queue as last looked at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterDepth {
+    pub stage: &'static str,
+    pub queue: String,
+    /// Ready messages at the last look.
+    pub messages: u64,
+    /// Since when the queue has held messages without being seen empty, ms
+    /// since epoch.
+    pub parked_since_ms: Option<i64>,
+    /// When admin last looked, ms since epoch.
+    pub checked_at_ms: i64,
+}
+
+/// The depth of every dead-letter queue as last looked at. Cheap to clone;
+/// clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterWatch {
+    depths: Arc<Mutex<BTreeMap<Stage, DeadLetterDepth>>>,
+}
+
+impl DeadLetterWatch {
+    /// Records that `queue` (of `stage`) holds `messages` at `now_ms`.
+    pub fn record(&self, stage: Stage, queue: &str, messages: u64, now_ms: i64) {
+        let mut depths = self.depths.lock().unwrap_or_else(|p| p.into_inner());
+        let since = depths.get(&stage).and_then(|d| d.parked_since_ms);
+        depths.insert(
+            stage,
+            DeadLetterDepth {
+                stage: stage.as_str(),
+                queue: queue.to_string(),
+                messages,
+                parked_since_ms: (messages > 0).then(|| since.unwrap_or(now_ms)),
+                checked_at_ms: now_ms,
+            },
+        );
+    }
+
+    /// The queue of `stage` does not exist (nothing parked there).
+    pub fn forget(&self, stage: Stage) {
+        let mut depths = self.depths.lock().unwrap_or_else(|p| p.into_inner());
+        depths.remove(&stage);
+    }
+
+    /// Every queue looked at, in stage order.
+    pub fn snapshot(&self) -> Vec<DeadLetterDepth> {
+        let depths = self.depths.lock().unwrap_or_else(|p| p.into_inner());
+        depths.values().cloned().collect()
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +482,79 @@ mod tests {
             origin(Some(&no_keys), &t, Stage::Windows),
             Err(SkipReason::MalformedDeathHeader)
         );
+    }
+
+    /// Headers of a copy window-compute parked itself.
+    fn parked_copy(queue: &str, exchange: &str, routing_key: &str) -> FieldTable {
+        let mut headers = FieldTable::default();
+        headers.insert(ORIGIN_QUEUE_HEADER.into(), long(queue));
+        headers.insert(ORIGIN_EXCHANGE_HEADER.into(), long(exchange));
+        headers.insert(ORIGIN_ROUTING_KEY_HEADER.into(), long(routing_key));
+        headers.insert(REASON_HEADER.into(), long("poison"));
+        headers.insert("traceparent".into(), long("00-aa-bb-01"));
+        headers
+    }
+
+    #[test]
+    fn a_copy_parked_by_a_service_names_its_origin_in_its_own_headers() {
+        let t = topology();
+        let h = parked_copy("mdp.windows.2", "mdp.windows", "2");
+        assert_eq!(
+            origin(Some(&h), &t, Stage::Windows),
+            Ok(Origin {
+                queue: "mdp.windows.2".into(),
+                exchange: "mdp.windows".into(),
+                routing_key: "2".into(),
+            })
+        );
+        let foreign = parked_copy("mdp.windows.9", "mdp.windows", "9");
+        assert_eq!(
+            origin(Some(&foreign), &t, Stage::Windows),
+            Err(SkipReason::ForeignQueue)
+        );
+        let mut partial = FieldTable::default();
+        partial.insert(ORIGIN_QUEUE_HEADER.into(), long("mdp.windows.2"));
+        partial.insert(ORIGIN_EXCHANGE_HEADER.into(), long("mdp.windows"));
+        assert_eq!(
+            origin(Some(&partial), &t, Stage::Windows),
+            Err(SkipReason::MalformedDeathHeader)
+        );
+        // The broker's x-death wins when a copy was dead-lettered again.
+        let mut both = dead("mdp.windows.3", "mdp.windows", "3");
+        both.insert(ORIGIN_QUEUE_HEADER.into(), long("mdp.windows.1"));
+        assert_eq!(
+            origin(Some(&both), &t, Stage::Windows).map(|o| o.queue),
+            Ok("mdp.windows.3".to_string())
+        );
+        // Replayed without the parking headers.
+        let replayed = replay_headers(Some(&h), "admin/1");
+        let names: Vec<&str> = replayed.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["traceparent", REPLAY_ID_HEADER, REPLAYS_HEADER]);
+    }
+
+    #[test]
+    fn the_watch_keeps_since_when_a_queue_holds_messages() {
+        let watch = DeadLetterWatch::default();
+        assert!(watch.snapshot().is_empty());
+        watch.record(Stage::Windows, "mdp.dlq.windows", 2, 1000);
+        watch.record(Stage::Changes, "mdp.dlq.changes", 0, 1000);
+        watch.record(Stage::Windows, "mdp.dlq.windows", 3, 2000);
+        let depths = watch.snapshot();
+        assert_eq!(
+            depths
+                .iter()
+                .map(|d| (d.stage, d.messages, d.parked_since_ms, d.checked_at_ms))
+                .collect::<Vec<_>>(),
+            vec![("changes", 0, None, 1000), ("windows", 3, Some(1000), 2000)]
+        );
+        // Seen empty: the next message starts a new period.
+        watch.record(Stage::Windows, "mdp.dlq.windows", 0, 3000);
+        watch.record(Stage::Windows, "mdp.dlq.windows", 1, 4000);
+        watch.forget(Stage::Changes);
+        let depths = watch.snapshot();
+        assert_eq!(depths.len(), 1);
+        assert_eq!(depths[0].parked_since_ms, Some(4000));
+        assert_eq!(consuming_service(Stage::Results), "result-writer");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Lag per partition from the heartbeats: flow-control reports the last
 //! window it sealed per partition (`partition.{p}.last_sealed_window`),
 //! window-compute the last window it applied (`partition.{p}.last_applied_window`);
-//! the difference is how many windows window-compute is behind.
+//! the difference is how many windows window-compute is behind. window-compute
+//! also reports whether a partition is held at a parked window
+//! (`partition.{p}.held_at_window`, `held_windows`, `held_since_ms`).
 
 use super::instances::InstanceRecord;
 use serde::Serialize;
@@ -13,7 +15,8 @@ pub const SEALING_SERVICE: &str = "flow-control";
 /// The service that applies them.
 pub const APPLYING_SERVICE: &str = "window-compute";
 use mdp_types::status::partition_stat::{
-    self, LAST_APPLIED_WINDOW as APPLIED, LAST_SEALED_WINDOW as SEALED,
+    self, HELD_AT_WINDOW, HELD_SINCE_MS, HELD_WINDOWS, LAST_APPLIED_WINDOW as APPLIED,
+    LAST_SEALED_WINDOW as SEALED,
 };
 
 /// One partition as shown by `/v1/status`.
@@ -31,6 +34,14 @@ pub struct PartitionView {
     pub lag_windows: Option<u64>,
     /// Since when the lag is above the alarm threshold, ms since epoch.
     pub lagging_since_ms: Option<i64>,
+    /// The parked (dead-lettered) window the partition is held at: later
+    /// windows are kept by window-compute, not applied, until it is back.
+    pub held_at_window: Option<u64>,
+    /// Windows window-compute keeps for the partition, not applied yet
+    /// (unknown until an instance reported it).
+    pub held_windows: Option<u64>,
+    /// Since when the partition is held, ms since epoch.
+    pub held_since_ms: Option<i64>,
 }
 
 /// When a lagging partition raises an alarm (`admin.lag_alarm_*`).
@@ -84,14 +95,30 @@ pub fn partition_views(
             let Some((p, stat)) = partition_stat::parse(name) else {
                 continue;
             };
-            let Some(id) = window_id(*value).filter(|_| stat == what) else {
+            let relevant = matches!(
+                (what, stat),
+                (SEALED, SEALED)
+                    | (
+                        APPLIED,
+                        APPLIED | HELD_AT_WINDOW | HELD_WINDOWS | HELD_SINCE_MS
+                    )
+            );
+            let Some(figure) = window_id(*value).filter(|_| relevant) else {
                 continue;
             };
             let view = views.entry(p).or_insert_with(|| empty(p));
-            if what == SEALED {
-                raise(&mut view.last_sealed_window, id);
-            } else {
-                raise(&mut view.last_applied_window, id);
+            match (what, stat) {
+                (SEALED, SEALED) => raise(&mut view.last_sealed_window, figure),
+                (APPLIED, APPLIED) => raise(&mut view.last_applied_window, figure),
+                // Every window-compute replica reads the shared state, so
+                // any of them may report a hold; 0 means not held.
+                (APPLIED, HELD_AT_WINDOW) if figure > 0 => raise(&mut view.held_at_window, figure),
+                (APPLIED, HELD_WINDOWS) => raise(&mut view.held_windows, figure),
+                (APPLIED, HELD_SINCE_MS) if figure > 0 => {
+                    let since = i64::try_from(figure).unwrap_or(i64::MAX);
+                    view.held_since_ms = Some(view.held_since_ms.map_or(since, |s| s.min(since)));
+                }
+                _ => {}
             }
         }
         if hb.service == APPLYING_SERVICE {
@@ -120,6 +147,9 @@ fn empty(partition: u32) -> PartitionView {
         owner: None,
         lag_windows: None,
         lagging_since_ms: None,
+        held_at_window: None,
+        held_windows: None,
+        held_since_ms: None,
     }
 }
 
@@ -320,6 +350,62 @@ mod tests {
         let ids: Vec<u32> = views.iter().map(|v| v.partition).collect();
         assert_eq!(ids, vec![0, 9]);
         assert_eq!(figures(&views[1]), (Some(3), Some(5), Some("wc"), Some(0)));
+    }
+
+    #[test]
+    fn a_hold_reported_by_a_live_window_compute_replica_is_shown() {
+        let recs = vec![
+            rec(
+                "window-compute",
+                "wc-1",
+                0,
+                &[
+                    ("partition.0.last_applied_window", 41.0),
+                    ("partition.0.held_at_window", 42.0),
+                    ("partition.0.held_windows", 7.0),
+                    ("partition.0.held_since_ms", 123_000.0),
+                    ("partition.1.held_at_window", 0.0),
+                    ("partition.1.held_windows", 0.0),
+                    ("partition.1.held_since_ms", 0.0),
+                ],
+                &[0, 1],
+            ),
+            // A standby replica reads the same shared state.
+            rec(
+                "window-compute",
+                "wc-2",
+                0,
+                &[
+                    ("partition.0.held_at_window", 42.0),
+                    ("partition.0.held_windows", 6.0),
+                    ("partition.0.held_since_ms", 123_000.0),
+                ],
+                &[],
+            ),
+            // A silent replica's old hold and other services' figures do not count.
+            rec(
+                "window-compute",
+                "wc-dead",
+                TIMEOUT + 1,
+                &[("partition.1.held_at_window", 5.0)],
+                &[],
+            ),
+            rec(
+                "flow-control",
+                "fc",
+                0,
+                &[
+                    ("partition.1.held_at_window", 9.0),
+                    ("partition.0.last_sealed_window", 50.0),
+                ],
+                &[],
+            ),
+        ];
+        let views = partition_views(&recs, NOW, TIMEOUT, 2);
+        let held = |v: &PartitionView| (v.held_at_window, v.held_windows, v.held_since_ms);
+        assert_eq!(held(&views[0]), (Some(42), Some(7), Some(123_000)));
+        assert_eq!(held(&views[1]), (None, Some(0), None));
+        assert_eq!(views[0].lag_windows, Some(9), "held windows count as lag");
     }
 
     #[test]

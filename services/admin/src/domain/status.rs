@@ -1,8 +1,10 @@
 //! The fleet status and alarms derived from the instance table: a service's
 //! state is the worst state of its live instances' degrade machines, and a
 //! service without a live instance is down. Per partition, how far
-//! window-compute is behind flow-control.
+//! window-compute is behind flow-control and whether it is held at a parked
+//! window; per dead-letter queue, how many messages are parked in it.
 
+use super::dead_letters::DeadLetterDepth;
 use super::instances::InstanceRecord;
 use super::partitions::{partition_views, LagRule, PartitionView, APPLYING_SERVICE};
 use super::switches::Switch;
@@ -80,6 +82,11 @@ pub enum AlarmKind {
     /// window-compute is more than `admin.lag_alarm_windows` windows behind
     /// flow-control on a partition for longer than `admin.lag_alarm_after_ms`.
     PartitionLagging,
+    /// A partition is held at a parked window: its later windows are kept,
+    /// not applied, until the window is replayed (or skipped).
+    PartitionHeld,
+    /// A dead-letter queue holds messages.
+    DeadLettersParked,
 }
 
 /// A current alarm.
@@ -94,6 +101,15 @@ pub struct Alarm {
     pub machine: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
+    /// The parked window a held partition waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_id: Option<u64>,
+    /// The stage of a dead-letter queue (`changes`, `windows`, `results`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Messages parked in that dead-letter queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
     /// Since when the condition holds, ms since epoch.
     pub since_ms: i64,
     pub message: String,
@@ -103,8 +119,10 @@ pub struct Alarm {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetStatus {
     pub services: BTreeMap<String, ServiceView>,
-    /// Per partition: last window sealed, last window applied, lag.
+    /// Per partition: last window sealed, last window applied, lag, hold.
     pub partitions: Vec<PartitionView>,
+    /// Each dead-letter queue as last looked at (every few seconds).
+    pub dead_letters: Vec<DeadLetterDepth>,
     pub alarms: Vec<Alarm>,
     /// Operator overrides in force (filled in by the caller; empty from [`aggregate`]).
     pub switches: Vec<Switch>,
@@ -128,6 +146,8 @@ pub struct Observation<'a> {
     /// [`super::partitions::LagWatch`]); a lagging partition missing here
     /// lags since now.
     pub lagging_since: &'a BTreeMap<u32, i64>,
+    /// The dead-letter queues as last looked at.
+    pub dead_letters: &'a [DeadLetterDepth],
 }
 
 /// Builds the fleet status and its alarms.
@@ -183,6 +203,9 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
                     instance: Some(hb.instance.clone()),
                     machine: None,
                     partition: None,
+                    window_id: None,
+                    stage: None,
+                    messages: None,
                     since_ms,
                     message: format!(
                         "{} instance {} is not ready ({})",
@@ -244,6 +267,9 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
                 instance: None,
                 machine: None,
                 partition: None,
+                window_id: None,
+                stage: None,
+                messages: None,
                 since_ms,
                 message,
             });
@@ -256,6 +282,9 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
                     instance: Some(inst.instance.clone()),
                     machine: None,
                     partition: None,
+                    window_id: None,
+                    stage: None,
+                    messages: None,
                     since_ms: inst.last_seen_ms.saturating_add(obs.heartbeat_timeout_ms),
                     message: format!(
                         "{name} instance {} is silent for {} ms",
@@ -267,6 +296,8 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
     }
 
     let partitions = lag_alarms(instances, &obs, &mut alarms);
+    held_alarms(&partitions, &obs, &mut alarms);
+    dead_letter_alarms(obs.dead_letters, &mut alarms);
 
     alarms.sort_by(|a, b| {
         (
@@ -289,6 +320,7 @@ pub fn aggregate(instances: &[InstanceRecord], obs: Observation<'_>) -> FleetSta
     FleetStatus {
         services,
         partitions,
+        dead_letters: obs.dead_letters.to_vec(),
         alarms,
         switches: Vec::new(),
         generated_at_ms: obs.now_ms,
@@ -333,6 +365,9 @@ fn lag_alarms(
             instance: view.owner.clone(),
             machine: None,
             partition: Some(view.partition),
+            window_id: None,
+            stage: None,
+            messages: None,
             since_ms,
             message: format!(
                 "{APPLYING_SERVICE} is {} windows behind on partition {} (sealed {}, applied {}, {consumer}) for {lagging_ms} ms; threshold {} windows",
@@ -345,6 +380,61 @@ fn lag_alarms(
         });
     }
     views
+}
+
+/// An alarm for each partition held at a parked window.
+fn held_alarms(views: &[PartitionView], obs: &Observation<'_>, alarms: &mut Vec<Alarm>) {
+    for view in views {
+        let Some(window) = view.held_at_window else {
+            continue;
+        };
+        let since_ms = view.held_since_ms.unwrap_or(obs.now_ms);
+        let held = view
+            .held_windows
+            .map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
+        alarms.push(Alarm {
+            kind: AlarmKind::PartitionHeld,
+            severity: Severity::Critical,
+            service: APPLYING_SERVICE.to_string(),
+            instance: view.owner.clone(),
+            machine: None,
+            partition: Some(view.partition),
+            window_id: Some(window),
+            stage: None,
+            messages: None,
+            since_ms,
+            message: format!(
+                "partition {} is held at parked window {window}: {held} later windows are kept, not applied; fix the cause and replay it (POST /v1/dead-letters/windows/replay)",
+                view.partition
+            ),
+        });
+    }
+}
+
+/// An alarm for each dead-letter queue holding messages.
+fn dead_letter_alarms(depths: &[DeadLetterDepth], alarms: &mut Vec<Alarm>) {
+    for d in depths.iter().filter(|d| d.messages > 0) {
+        let service = mdp_amqp::Stage::ALL
+            .into_iter()
+            .find(|s| s.as_str() == d.stage)
+            .map_or("admin", super::dead_letters::consuming_service);
+        alarms.push(Alarm {
+            kind: AlarmKind::DeadLettersParked,
+            severity: Severity::Warning,
+            service: service.to_string(),
+            instance: None,
+            machine: None,
+            partition: None,
+            window_id: None,
+            stage: Some(d.stage.to_string()),
+            messages: Some(d.messages),
+            since_ms: d.parked_since_ms.unwrap_or(d.checked_at_ms),
+            message: format!(
+                "{} messages parked in dead-letter queue {} (stage {}); see GET /v1/dead-letters, replay with POST /v1/dead-letters/{}/replay",
+                d.messages, d.queue, d.stage, d.stage
+            ),
+        });
+    }
 }
 
 fn machine_alarms(rec: &InstanceRecord, alarms: &mut Vec<Alarm>) {
@@ -367,6 +457,9 @@ fn machine_alarms(rec: &InstanceRecord, alarms: &mut Vec<Alarm>) {
             instance: Some(hb.instance.clone()),
             machine: Some(m.machine.clone()),
             partition: None,
+            window_id: None,
+            stage: None,
+            messages: None,
             since_ms: m.since_ms,
             message: format!(
                 "{} {} is {}{forced} on {}: {reason}",
@@ -399,6 +492,7 @@ mod tests {
             partitions: 2,
             lag: LAG,
             lagging_since: &NOT_LAGGING,
+            dead_letters: &[],
         }
     }
 
@@ -769,6 +863,117 @@ mod tests {
             "{}",
             st.alarms[0].message
         );
+    }
+
+    #[test]
+    fn a_held_partition_raises_a_critical_alarm_naming_partition_and_window() {
+        let mut recs = with_windows([120.0, 9.0], [41.0, 9.0]);
+        for r in recs.iter_mut() {
+            if r.heartbeat.service == "window-compute" {
+                for (k, v) in [
+                    ("partition.0.held_at_window", 42.0),
+                    ("partition.0.held_windows", 78.0),
+                    ("partition.0.held_since_ms", (NOW - 5_000) as f64),
+                    ("partition.1.held_at_window", 0.0),
+                    ("partition.1.held_windows", 0.0),
+                ] {
+                    r.heartbeat.stats.insert(k.to_string(), v);
+                }
+            }
+        }
+        let st = aggregate(&recs, obs());
+        let held: Vec<&Alarm> = st
+            .alarms
+            .iter()
+            .filter(|a| a.kind == AlarmKind::PartitionHeld)
+            .collect();
+        assert_eq!(held.len(), 1, "{:?}", st.alarms);
+        let a = held[0];
+        assert_eq!(
+            (
+                a.severity,
+                a.service.as_str(),
+                a.instance.as_deref(),
+                a.partition,
+                a.window_id,
+                a.since_ms
+            ),
+            (
+                Severity::Critical,
+                "window-compute",
+                Some("wc-1"),
+                Some(0),
+                Some(42),
+                NOW - 5_000
+            )
+        );
+        assert_eq!(
+            a.message,
+            "partition 0 is held at parked window 42: 78 later windows are kept, not applied; fix the cause and replay it (POST /v1/dead-letters/windows/replay)"
+        );
+        assert_eq!(st.partitions[0].held_at_window, Some(42));
+        assert_eq!(st.partitions[1].held_at_window, None);
+        let json = serde_json::to_value(&st).unwrap_or_default();
+        assert_eq!(json["alarms"][0]["kind"], "partition_held");
+        assert_eq!(json["alarms"][0]["window_id"], 42);
+        assert_eq!(json["partitions"][0]["held_windows"], 78);
+    }
+
+    #[test]
+    fn dead_letter_queues_holding_messages_raise_an_alarm_per_stage() {
+        let depths = [
+            DeadLetterDepth {
+                stage: "changes",
+                queue: "mdp.dlq.changes".into(),
+                messages: 0,
+                parked_since_ms: None,
+                checked_at_ms: NOW - 1000,
+            },
+            DeadLetterDepth {
+                stage: "windows",
+                queue: "mdp.dlq.windows".into(),
+                messages: 3,
+                parked_since_ms: Some(NOW - 60_000),
+                checked_at_ms: NOW - 1000,
+            },
+        ];
+        let st = aggregate(
+            &all_up(),
+            Observation {
+                dead_letters: &depths,
+                ..obs()
+            },
+        );
+        assert_eq!(st.alarms.len(), 1, "{:?}", st.alarms);
+        let a = &st.alarms[0];
+        assert_eq!(
+            (
+                a.kind,
+                a.severity,
+                a.service.as_str(),
+                a.stage.as_deref(),
+                a.messages,
+                a.since_ms
+            ),
+            (
+                AlarmKind::DeadLettersParked,
+                Severity::Warning,
+                "window-compute",
+                Some("windows"),
+                Some(3),
+                NOW - 60_000
+            )
+        );
+        assert_eq!(
+            a.message,
+            "3 messages parked in dead-letter queue mdp.dlq.windows (stage windows); see GET /v1/dead-letters, replay with POST /v1/dead-letters/windows/replay"
+        );
+        let json = serde_json::to_value(&st).unwrap_or_default();
+        assert_eq!(json["alarms"][0]["kind"], "dead_letters_parked");
+        assert_eq!(json["alarms"][0]["stage"], "windows");
+        assert_eq!(json["alarms"][0]["messages"], 3);
+        assert_eq!(json["dead_letters"][1]["messages"], 3);
+        assert!(json["alarms"][0].get("window_id").is_none());
     }
 
     #[test]

@@ -77,8 +77,19 @@ pub async fn list(state: web::Data<AdminState>) -> Result<HttpResponse, DeadLett
         let depth = dead_letters::queue_depth(&channel, &queue).await;
         close(&channel).await;
         let (messages, consumers, error) = match depth {
-            Ok((messages, consumers)) => (Some(messages), Some(consumers), None),
-            Err(error) => (None, None, Some(error.to_string())),
+            Ok((messages, consumers)) => {
+                let now = mdp_types::now_ms();
+                state
+                    .dead_letters
+                    .record(stage, &queue, u64::from(messages), now);
+                (Some(messages), Some(consumers), None)
+            }
+            Err(error) => {
+                if matches!(error, BrokerError::NotFound(_)) {
+                    state.dead_letters.forget(stage);
+                }
+                (None, None, Some(error.to_string()))
+            }
         };
         queues.push(QueueView {
             stage: stage.as_str(),
@@ -127,6 +138,12 @@ pub async fn replay(
     .await;
     match result {
         Ok(done) => {
+            state.dead_letters.record(
+                stage,
+                &state.topology.dead_letter_queue(stage),
+                done.remaining,
+                mdp_types::now_ms(),
+            );
             tracing::info!(
                 stage = done.stage,
                 limit,

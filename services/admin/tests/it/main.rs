@@ -3,6 +3,7 @@
 //! heartbeats and listen on the control exchange, and park messages in the
 //! dead-letter queues. `TEST_LOG=1` prints logs.
 
+mod alarms;
 mod control;
 mod dead_letters;
 mod helpers;
