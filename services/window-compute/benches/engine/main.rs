@@ -25,6 +25,7 @@
 //! `MDP_BENCH_ENGINE_REPORTS` (report names to keep, comma separated; default all).
 
 mod day;
+mod interrupt;
 mod mariadb;
 mod measure;
 mod replay;
@@ -303,9 +304,7 @@ struct Stage {
 
 fn scaling(s: &Settings, engine: &Engine, out: &mut Vec<Stage>) -> anyhow::Result<Option<String>> {
     let cfg = s.day()?;
-    let dir = tempfile::Builder::new()
-        .prefix("mdp-bench-state-")
-        .tempdir()?;
+    let dir = crate::interrupt::tempdir("mdp-bench-state-")?;
     let mut state = PartitionState::open(dir.path(), 0)?;
     let mut gen = DayGenerator::new(cfg.clone());
     let mut factory = EventFactory::new(0);
@@ -459,9 +458,7 @@ struct Sustained {
 
 fn sustained(s: &Settings, engine: &Engine) -> anyhow::Result<Sustained> {
     let cfg = s.day()?;
-    let dir = tempfile::Builder::new()
-        .prefix("mdp-bench-stream-")
-        .tempdir()?;
+    let dir = crate::interrupt::tempdir("mdp-bench-stream-")?;
     let mut state = PartitionState::open(dir.path(), 0)?;
     let gen = DayGenerator::new(cfg.clone());
     let mut factory = EventFactory::new(0);
@@ -515,6 +512,7 @@ fn rate(changes: u64, d: Duration) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let s = Settings::from_env()?;
+    interrupt::watch()?;
     let machine = Machine::detect();
     let load_start = load_average();
     let started = Instant::now();
@@ -523,9 +521,7 @@ fn main() -> anyhow::Result<()> {
         machine.cpus, machine.cpu_model, load_start
     );
 
-    let reports_dir = tempfile::Builder::new()
-        .prefix("mdp-bench-reports-")
-        .tempdir()?;
+    let reports_dir = crate::interrupt::tempdir("mdp-bench-reports-")?;
     let only: Option<Vec<String>> = std::env::var("MDP_BENCH_ENGINE_REPORTS")
         .ok()
         .filter(|v| !v.trim().is_empty())

@@ -204,8 +204,10 @@ pub async fn run(
         .await
         .context("creating the baseline database")?;
     pool.close().await;
+    crate::interrupt::register_database(&url);
     let result = measure(&url, cfg, orders, reports, refreshes, budget).await;
     let dropped = mdp_e2e::schema::drop_database(&url).await;
+    crate::interrupt::forget_database(&url);
     match (result, dropped) {
         (Ok(b), Ok(())) => Ok(b),
         (Err(e), _) => Err(e),
@@ -231,9 +233,7 @@ async fn measure(
     let server_version: String = row.try_get("v")?;
     let buffer_pool_bytes: u64 = row.try_get::<u64, _>("bp").unwrap_or(0);
 
-    let dir = tempfile::Builder::new()
-        .prefix("mdp-bench-csv-")
-        .tempdir()?;
+    let dir = crate::interrupt::tempdir("mdp-bench-csv-")?;
     make_readable(dir.path())?;
     let started = Instant::now();
     let (files, items) = write_csv(dir.path(), cfg, orders)?;
