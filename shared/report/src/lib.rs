@@ -23,6 +23,7 @@ mod functions;
 mod report;
 mod rollup;
 mod set;
+mod sortkey;
 mod store;
 mod tenant;
 
