@@ -4,9 +4,7 @@
 //! applied window).
 //!
 //! Schema: `groups(report, key, state)` (also the sub-aggregates of rolled-up
-//! dimensions, under `{report}/{table}`), `group_values(report, key, acc,
-//! value, datum, n)` (the multisets of MIN, MAX and COUNT(DISTINCT), one row
-//! per value, ordered by `value`), `rows(tbl, pk, row)`,
+//! dimensions, under `{report}/{table}`), `rows(tbl, pk, row)`,
 //! `row_index(tbl, col, val, pk)`, `meta(k, v)`, and `parked`/`held` for a
 //! partition held at a dead-lettered window (see [`held`]). Every table is created
 //! when missing, so a state file written before reports with joins existed
@@ -42,15 +40,6 @@ CREATE TABLE IF NOT EXISTS groups (
     state  BLOB NOT NULL,
     PRIMARY KEY (report, key)
 );
-CREATE TABLE IF NOT EXISTS group_values (
-    report TEXT    NOT NULL,
-    key    TEXT    NOT NULL,
-    acc    INTEGER NOT NULL,
-    value  BLOB    NOT NULL,
-    datum  BLOB    NOT NULL,
-    n      INTEGER NOT NULL,
-    PRIMARY KEY (report, key, acc, value)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v
@@ -314,86 +303,6 @@ impl<'t> SqliteStore<'t> {
         Ok(out)
     }
 
-    fn bump_value(
-        &self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        value: &[u8],
-        datum: &[u8],
-        delta: i64,
-    ) -> Result<i64, rusqlite::Error> {
-        let acc = acc as i64;
-        let before: i64 = self
-            .conn
-            .prepare_cached(
-                "SELECT n FROM group_values WHERE report = ?1 AND key = ?2 AND acc = ?3 AND value = ?4",
-            )?
-            .query_row(params![report, key, acc, value], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0);
-        let after = before + delta;
-        if after > 0 {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO group_values (report, key, acc, value, datum, n)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (report, key, acc, value) DO UPDATE SET n = excluded.n",
-                )?
-                .execute(params![report, key, acc, value, datum, after])?;
-        } else if before > 0 {
-            self.conn
-                .prepare_cached(
-                    "DELETE FROM group_values WHERE report = ?1 AND key = ?2 AND acc = ?3 AND value = ?4",
-                )?
-                .execute(params![report, key, acc, value])?;
-        }
-        Ok(before)
-    }
-
-    fn extreme(
-        &self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        last: bool,
-    ) -> Result<Option<Vec<u8>>, rusqlite::Error> {
-        let sql = if last {
-            "SELECT datum FROM group_values WHERE report = ?1 AND key = ?2 AND acc = ?3
-             ORDER BY value DESC LIMIT 1"
-        } else {
-            "SELECT datum FROM group_values WHERE report = ?1 AND key = ?2 AND acc = ?3
-             ORDER BY value ASC LIMIT 1"
-        };
-        self.conn
-            .prepare_cached(sql)?
-            .query_row(params![report, key, acc as i64], |r| r.get(0))
-            .optional()
-    }
-
-    fn all_values(
-        &self,
-        report: &str,
-        key: &str,
-        acc: usize,
-    ) -> Result<Vec<(Vec<u8>, i64)>, rusqlite::Error> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT datum, n FROM group_values WHERE report = ?1 AND key = ?2 AND acc = ?3
-             ORDER BY value",
-        )?;
-        let rows = stmt.query_map(params![report, key, acc as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        rows.collect()
-    }
-
-    fn clear(&self, report: &str, key: &str) -> Result<(), rusqlite::Error> {
-        self.conn
-            .prepare_cached("DELETE FROM group_values WHERE report = ?1 AND key = ?2")?
-            .execute(params![report, key])?;
-        Ok(())
-    }
-
     fn row(&self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, rusqlite::Error> {
         self.conn
             .prepare_cached("SELECT row FROM rows WHERE tbl = ?1 AND pk = ?2")?
@@ -485,45 +394,6 @@ impl StateStore for SqliteStore<'_> {
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
         let r = self.with_prefix(report, prefix);
-        self.track(r)
-    }
-
-    fn add_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        value: &[u8],
-        datum: &[u8],
-        delta: i64,
-    ) -> Result<i64, Self::Error> {
-        let r = self.bump_value(report, key, acc, value, datum, delta);
-        self.track(r)
-    }
-
-    fn extreme_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        last: bool,
-    ) -> Result<Option<Vec<u8>>, Self::Error> {
-        let r = self.extreme(report, key, acc, last);
-        self.track(r)
-    }
-
-    fn values_of(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-    ) -> Result<Vec<(Vec<u8>, i64)>, Self::Error> {
-        let r = self.all_values(report, key, acc);
-        self.track(r)
-    }
-
-    fn clear_values(&mut self, report: &str, key: &str) -> Result<(), Self::Error> {
-        let r = self.clear(report, key);
         self.track(r)
     }
 

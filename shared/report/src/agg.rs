@@ -227,24 +227,6 @@ impl SumAcc {
     }
 }
 
-/// MIN, MAX or COUNT(DISTINCT) of a group whose multiset lives in the state
-/// store, one entry per value ([`crate::StateStore::add_value`]): the group
-/// keeps the summary its result needs and the changes of the current apply
-/// call. A window then costs the values it changes, not the group's size.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ValuesAcc {
-    /// Values with a positive count, as of the last flush.
-    pub distinct: i64,
-    /// MIN or MAX as of the last flush (`None`: no value, or COUNT(DISTINCT)).
-    pub extreme: Option<Datum>,
-    /// Changes not yet in the store: value → Σw, zero entries removed.
-    pub pending: BTreeMap<OrdValue, i64>,
-    /// The stored entries do not belong to this state (the group was
-    /// created, or re-created, in this call): they are cleared before
-    /// `pending` is written.
-    pub fresh: bool,
-}
-
 /// The state of one aggregate in one group.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AccState {
@@ -254,33 +236,6 @@ pub(crate) enum AccState {
     Sum(SumAcc),
     /// MIN, MAX and COUNT(DISTINCT): value → Σw, zero entries removed.
     Multiset(BTreeMap<OrdValue, i64>),
-    /// MIN, MAX and COUNT(DISTINCT) with the multiset in the state store.
-    Values(ValuesAcc),
-}
-
-/// The multiset entry of a value: COUNT(DISTINCT) counts values equal
-/// under the collation once; MIN and MAX keep each spelling.
-fn entry_key(kind: AggKind, v: &Datum) -> OrdValue {
-    if kind == AggKind::CountDistinct {
-        match v {
-            Datum::Str(s) => OrdValue(Datum::Str(collate_key(s))),
-            other => OrdValue(other.clone().normalized()),
-        }
-    } else {
-        OrdValue(v.clone())
-    }
-}
-
-/// Adds `w` to the entry of `key`, removing it at zero; returns the new
-/// count.
-fn bump(m: &mut BTreeMap<OrdValue, i64>, key: &OrdValue, w: i64) -> i64 {
-    let e = m.entry(key.clone()).or_insert(0);
-    *e += w;
-    let n = *e;
-    if n == 0 {
-        m.remove(key);
-    }
-    n
 }
 
 impl AccState {
@@ -291,19 +246,6 @@ impl AccState {
             AggKind::Min | AggKind::Max | AggKind::CountDistinct => {
                 AccState::Multiset(BTreeMap::new())
             }
-        }
-    }
-
-    /// A new accumulator whose multiset, if it has one, lives in the store.
-    pub(crate) fn new_spilled(kind: AggKind) -> AccState {
-        match AccState::new(kind) {
-            AccState::Multiset(pending) => AccState::Values(ValuesAcc {
-                distinct: 0,
-                extreme: None,
-                pending,
-                fresh: true,
-            }),
-            other => other,
         }
     }
 
@@ -322,32 +264,31 @@ impl AccState {
                 if v.is_null() {
                     return true;
                 }
-                let key = entry_key(kind, v);
-                let n = bump(m, &key, w);
-                if n < 0 {
+                let key = if kind == AggKind::CountDistinct {
+                    // Values equal under the collation count once.
+                    match v {
+                        Datum::Str(s) => OrdValue(Datum::Str(collate_key(s))),
+                        other => OrdValue(other.clone().normalized()),
+                    }
+                } else {
+                    OrdValue(v.clone())
+                };
+                let e = m.entry(key.clone()).or_insert(0);
+                *e += w;
+                let ok = *e >= 0;
+                if *e <= 0 {
                     m.remove(&key);
                 }
-                n >= 0
-            }
-            AccState::Values(acc) => {
-                // Checked against the stored count when flushed.
-                if !v.is_null() {
-                    bump(&mut acc.pending, &entry_key(kind, v), w);
-                }
-                true
+                ok
             }
         }
     }
 
-    /// Whether the accumulator holds nothing. A stored multiset is not
-    /// looked at: it counts as empty (its consistency is checked when the
-    /// changes are written).
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             AccState::Count(n) => *n == 0,
             AccState::Sum(s) => s.is_empty(),
             AccState::Multiset(m) => m.is_empty(),
-            AccState::Values(_) => true,
         }
     }
 
@@ -364,10 +305,6 @@ impl AccState {
                 m.keys().next_back().map_or(Datum::Null, |k| k.0.clone())
             }
             (_, AccState::Multiset(m)) => Datum::Int(m.len() as i64),
-            (AggKind::Min | AggKind::Max, AccState::Values(v)) => {
-                v.extreme.clone().unwrap_or(Datum::Null)
-            }
-            (_, AccState::Values(v)) => Datum::Int(v.distinct),
         }
     }
 }
@@ -390,51 +327,6 @@ impl GroupState {
             rows: 0,
             accs: aggs.iter().map(|a| AccState::new(a.kind)).collect(),
         }
-    }
-
-    /// A new group whose multisets live in the state store.
-    pub(crate) fn new_spilled(key: Vec<Datum>, aggs: &[AggSpec]) -> GroupState {
-        GroupState {
-            key,
-            rows: 0,
-            accs: aggs.iter().map(|a| AccState::new_spilled(a.kind)).collect(),
-        }
-    }
-
-    /// Moves inline multisets (a state stored before multisets were kept
-    /// per value) to the store: they become the changes to write, over
-    /// stored entries that are cleared first.
-    pub(crate) fn spill(&mut self) {
-        for acc in &mut self.accs {
-            if let AccState::Multiset(m) = acc {
-                *acc = AccState::Values(ValuesAcc {
-                    distinct: 0,
-                    extreme: None,
-                    pending: std::mem::take(m),
-                    fresh: true,
-                });
-            }
-        }
-    }
-
-    /// The state with every stored multiset inline: `stored(i)` gives the
-    /// stored entries of accumulator `i` (asked only when they belong to
-    /// this state), this call's changes are added to them.
-    pub(crate) fn inline<E>(
-        &self,
-        mut stored: impl FnMut(usize) -> Result<BTreeMap<OrdValue, i64>, E>,
-    ) -> Result<GroupState, E> {
-        let mut out = self.clone();
-        for (i, acc) in out.accs.iter_mut().enumerate() {
-            if let AccState::Values(v) = acc {
-                let mut m = if v.fresh { BTreeMap::new() } else { stored(i)? };
-                for (value, w) in &v.pending {
-                    bump(&mut m, value, *w);
-                }
-                *acc = AccState::Multiset(m);
-            }
-        }
-        Ok(out)
     }
 
     /// Every aggregate's current result.
@@ -490,10 +382,13 @@ impl AccState {
                 true
             }
             (AccState::Sum(a), AccState::Sum(b)) => a.add_scaled(b, sign),
-            (AccState::Multiset(a), AccState::Multiset(b))
-            | (AccState::Values(ValuesAcc { pending: a, .. }), AccState::Multiset(b)) => {
+            (AccState::Multiset(a), AccState::Multiset(b)) => {
                 for (v, w) in b {
-                    bump(a, v, sign * w);
+                    let e = a.entry(v.clone()).or_insert(0);
+                    *e += sign * w;
+                    if *e == 0 {
+                        a.remove(v);
+                    }
                 }
                 true
             }
@@ -571,7 +466,6 @@ impl GroupState {
                     s.count >= 0 && s.float_count >= 0 && s.dec_scales.values().all(|w| *w > 0)
                 }
                 AccState::Multiset(m) => m.values().all(|w| *w > 0),
-                AccState::Values(v) => v.distinct >= 0,
             })
     }
 }

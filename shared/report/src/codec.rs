@@ -8,11 +8,10 @@
 //!          | 0x01 count:zigzag int_sum:i128le dec_sum:[16] nscales:varint (scale:varint w:zigzag)*
 //!                 float_count:zigzag float_sum:f64le float_comp:f64le
 //!          | 0x02 n:varint (datum w:zigzag)*
-//!          | 0x03 distinct:zigzag (0x00 | 0x01 datum)     multiset in the store
 //! datum   := tag:u8 payload   (see `put_datum`)
 //! ```
 
-use crate::agg::{AccState, GroupState, OrdValue, SumAcc, ValuesAcc};
+use crate::agg::{AccState, GroupState, OrdValue, SumAcc};
 use crate::datum::Datum;
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use mdp_types::Row;
@@ -91,38 +90,9 @@ pub(crate) fn encode(state: &GroupState) -> Vec<u8> {
                     put_zigzag(&mut out, *w);
                 }
             }
-            // Changes not yet written to the store are not part of the
-            // state: the engine writes them before encoding.
-            AccState::Values(v) => {
-                out.push(3);
-                put_zigzag(&mut out, v.distinct);
-                match &v.extreme {
-                    None => out.push(0),
-                    Some(d) => {
-                        out.push(1);
-                        put_datum(&mut out, d);
-                    }
-                }
-            }
         }
     }
     out
-}
-
-/// One value as stored in a multiset entry of the state store.
-pub(crate) fn encode_datum(d: &Datum) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
-    put_datum(&mut out, d);
-    out
-}
-
-pub(crate) fn decode_datum(bytes: &[u8]) -> Result<Datum, String> {
-    let mut r = Reader { b: bytes, pos: 0 };
-    let d = r.datum()?;
-    if r.pos != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - r.pos));
-    }
-    Ok(d)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<GroupState, String> {
@@ -170,20 +140,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<GroupState, String> {
                     entries.push((OrdValue(d), r.zigzag()?));
                 }
                 AccState::Multiset(entries.into_iter().collect())
-            }
-            3 => {
-                let distinct = r.zigzag()?;
-                let extreme = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.datum()?),
-                    t => return Err(format!("unknown extreme tag {t}")),
-                };
-                AccState::Values(ValuesAcc {
-                    distinct,
-                    extreme,
-                    pending: BTreeMap::new(),
-                    fresh: false,
-                })
             }
             t => return Err(format!("unknown accumulator tag {t}")),
         });
@@ -400,20 +356,6 @@ mod tests {
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(&[9]).is_err());
         assert!(decode(&[]).is_err());
-
-        // A multiset kept in the store: only its summary is encoded.
-        let mut spilled = GroupState::new_spilled(vec![Datum::Int(1)], &specs);
-        spilled.rows = 2;
-        if let AccState::Values(v) = &mut spilled.accs[2] {
-            v.distinct = 2;
-            v.extreme = Some(vals[2].clone());
-            v.fresh = false;
-        }
-        let bytes = encode(&spilled);
-        assert_eq!(decode(&bytes).unwrap_or_else(|e| panic!("{e}")), spilled);
-        for d in &vals {
-            assert_eq!(decode_datum(&encode_datum(d)).as_ref(), Ok(d));
-        }
     }
 
     #[test]

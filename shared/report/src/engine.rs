@@ -6,13 +6,8 @@
 //! the current rows of every table they read (row state, in the
 //! [`StateStore`]); a change of any of those rows recomputes the joined rows
 //! of the fact rows it takes part in, before (−1) and after (+1) the change.
-//!
-//! The multisets of MIN, MAX and COUNT(DISTINCT) are kept in the store one
-//! entry per value: a group's state holds their summary (distinct count,
-//! current extreme) and, during a call, their changes, which are written
-//! when the call ends; the extreme is then read back from the store's order.
 
-use crate::agg::{AccState, AggKind, AggSpec, GroupState, OrdValue};
+use crate::agg::{AggSpec, GroupState};
 use crate::codec;
 use crate::compile::{JoinKind, Plan};
 use crate::datum::{collate_key, sql_eq, Datum};
@@ -21,7 +16,6 @@ use crate::eval::{ColRef, Ctx, Expr, LATE_BOUND};
 use crate::report::Report;
 use crate::rollup::{self, Rollup};
 use crate::set::ReportSet;
-use crate::sortkey::sort_key;
 use crate::store::{IndexEntry, RowIndex, StateStore};
 use mdp_types::result::key_text;
 use mdp_types::{ChangeEvent, Op, PartialDelta, ResultRow, Row, Value};
@@ -69,8 +63,6 @@ pub struct ApplyStats {
     /// Sub-aggregates of a rolled-up dimension moved between groups by a
     /// change of a dimension row (instead of re-joining its fact rows).
     pub subaggregates_moved: u64,
-    /// Multiset entries (MIN, MAX, COUNT(DISTINCT) values) written.
-    pub values_written: u64,
 }
 
 /// The outcome of [`Engine::apply_batch`].
@@ -170,9 +162,6 @@ struct Touched {
     old: Option<Output>,
     /// The current state; `None` once the group has no rows.
     state: Option<GroupState>,
-    /// States that lost their last row in this call, with their multiset
-    /// changes, checked against the stored entries when written.
-    retired: Vec<GroupState>,
 }
 
 /// A sub-aggregate of a rolled-up dimension read during one apply call.
@@ -181,8 +170,6 @@ struct SubTouched {
     loaded: Option<Vec<u8>>,
     /// The current state; `None` once it has no rows.
     state: Option<GroupState>,
-    /// As [`Touched::retired`].
-    retired: Vec<GroupState>,
 }
 
 /// One joined row: a row, or `None` (NULL-extended), per relation.
@@ -194,9 +181,9 @@ type Reader = (usize, usize);
 /// Per fact row (primary key), its joined rows before a change.
 type Rejoin = Vec<(String, Vec<Tuple>)>;
 
-/// A sub-aggregate of a rolled-up dimension (key, state) with the keys of
-/// the groups it counts in.
-type Labelled = (String, GroupState, Vec<Vec<Datum>>);
+/// A sub-aggregate of a rolled-up dimension with the keys of the groups it
+/// counts in.
+type Labelled = (GroupState, Vec<Vec<Datum>>);
 
 /// Everything one apply call works on.
 struct Run<'s, S> {
@@ -679,20 +666,9 @@ impl Engine {
         } = run;
         stats.missing_columns = missing.get();
 
-        for ((ru, subs), report) in self.rollups.iter().zip(subs).zip(reports) {
+        for (ru, subs) in self.rollups.iter().zip(subs) {
             let Some(ru) = ru else { continue };
-            for (key, mut t) in subs {
-                flush_values(
-                    store,
-                    &report.plan.aggs,
-                    &ru.namespace,
-                    &key,
-                    t.loaded.is_some(),
-                    t.state.as_mut(),
-                    &t.retired,
-                    false,
-                    &mut stats,
-                )?;
+            for (key, t) in subs {
                 let bytes = t.state.as_ref().map(codec::encode);
                 if bytes != t.loaded {
                     store
@@ -708,25 +684,7 @@ impl Engine {
             let report = &reports[r];
             let plan = &report.plan;
             let partial = split && plan.tenant_key.is_none();
-            for (key_text, mut t) in groups {
-                // The difference is taken before the multiset changes are
-                // written: they are its multiset part.
-                let delta = if partial {
-                    partial_delta(store, report, &key_text, &t)?
-                } else {
-                    None
-                };
-                flush_values(
-                    store,
-                    &plan.aggs,
-                    &report.name,
-                    &key_text,
-                    t.loaded.is_some(),
-                    t.state.as_mut(),
-                    &t.retired,
-                    true,
-                    &mut stats,
-                )?;
+            for (key_text, t) in groups {
                 let bytes = t.state.as_ref().map(codec::encode);
                 if bytes != t.loaded {
                     store
@@ -734,7 +692,27 @@ impl Engine {
                         .map_err(store_err("store_group"))?;
                 }
                 if partial {
-                    partials.extend(delta);
+                    if bytes == t.loaded {
+                        continue;
+                    }
+                    let old = decode_state(report, &key_text, t.loaded.as_deref())?;
+                    let Some(key) = t.state.as_ref().or(old.as_ref()).map(|s| s.key.clone()) else {
+                        continue;
+                    };
+                    let delta = GroupState::delta(&key, &plan.aggs, old.as_ref(), t.state.as_ref())
+                        .map_err(|reason| EngineError::CorruptState {
+                            report: report.name.clone(),
+                            key: key_text.clone(),
+                            reason,
+                        })?;
+                    if delta.is_zero() {
+                        continue;
+                    }
+                    partials.push(PartialDelta {
+                        report: report.name.clone(),
+                        key: key.iter().map(Datum::to_value).collect(),
+                        delta: codec::encode(&delta),
+                    });
                     continue;
                 }
                 let new = t.state.as_ref().and_then(|s| output(plan, s));
@@ -790,18 +768,10 @@ impl Engine {
                 let loaded = store
                     .load_group(&report.name, v.key())
                     .map_err(store_err("load_group"))?;
-                let mut state = decode_state(report, v.key(), loaded.as_deref())?;
+                let state = decode_state(report, v.key(), loaded.as_deref())?;
                 let old = state.as_ref().and_then(|s| output(&report.plan, s));
-                if let Some(st) = &mut state {
-                    st.spill();
-                }
                 stats.groups_touched += 1;
-                Ok(v.insert(Touched {
-                    loaded,
-                    old,
-                    state,
-                    retired: Vec::new(),
-                }))
+                Ok(v.insert(Touched { loaded, old, state }))
             }
         }
     }
@@ -839,15 +809,7 @@ impl Engine {
             .collect();
         let stats = &mut run.stats;
         let t = Self::touch(report, run.store, &mut run.touched[r], text, stats)?;
-        fold_values(
-            &mut t.state,
-            &mut t.retired,
-            key,
-            &plan.aggs,
-            &args,
-            w,
-            stats,
-        );
+        fold_values(&mut t.state, key, &plan.aggs, &args, w, stats);
         Ok(())
     }
 
@@ -873,7 +835,6 @@ impl Engine {
                     loaded: Some(bytes),
                     old,
                     state: None,
-                    retired: Vec::new(),
                 },
             );
         }
@@ -960,9 +921,9 @@ impl Engine {
                     .collect();
                 let mut subs = Vec::new();
                 for prefix in prefixes {
-                    for (key, st) in self.subs_with_prefix(run, r, ru, &prefix)? {
+                    for st in self.subs_with_prefix(run, r, ru, &prefix)? {
                         let labels = self.labels(run, plan, ru, &st)?;
-                        subs.push((key, st, labels));
+                        subs.push((st, labels));
                     }
                 }
                 moves.push((r, subs));
@@ -990,12 +951,11 @@ impl Engine {
                 continue;
             };
             let plan = &reports[r].plan;
-            for (key, st, before) in subs {
+            for (st, before) in subs {
                 let after = self.labels(run, plan, ru, &st)?;
                 if before == after {
                     continue;
                 }
-                let st = Self::inline_sub(run, ru, &key, &st)?;
                 run.stats.subaggregates_moved += 1;
                 for (labels, sign) in [(before, -1), (after, 1)] {
                     for key in labels {
@@ -1088,43 +1048,26 @@ impl Engine {
                     .load_group(&ru.namespace, v.key())
                     .map_err(store_err("load_group"))?;
                 let state = match &loaded {
-                    Some(bytes) => {
-                        let mut st = decode_sub(report, ru, v.key(), bytes)?;
-                        st.spill();
-                        Some(st)
-                    }
+                    Some(bytes) => Some(decode_sub(report, ru, v.key(), bytes)?),
                     None => None,
                 };
-                v.insert(SubTouched {
-                    loaded,
-                    state,
-                    retired: Vec::new(),
-                })
+                v.insert(SubTouched { loaded, state })
             }
         };
         key.extend(base);
-        fold_values(
-            &mut sub.state,
-            &mut sub.retired,
-            key,
-            &plan.aggs,
-            &args,
-            w,
-            &mut run.stats,
-        );
+        fold_values(&mut sub.state, key, &plan.aggs, &args, w, &mut run.stats);
         Ok(())
     }
 
     /// The current sub-aggregates of report `r` under one join key (key
-    /// prefix), with their keys: stored ones, as changed so far in this call
-    /// (multisets as summaries: see [`Engine::inline_sub`]).
+    /// prefix): stored ones, as changed so far in this call.
     fn subs_with_prefix<S: StateStore>(
         &self,
         run: &mut Run<'_, S>,
         r: usize,
         ru: &Rollup,
         prefix: &str,
-    ) -> Result<Vec<(String, GroupState)>, EngineError> {
+    ) -> Result<Vec<GroupState>, EngineError> {
         let report = &self.reports.reports()[r];
         let stored = run
             .store
@@ -1148,18 +1091,7 @@ impl Engine {
                 out.insert(key.clone(), st.clone());
             }
         }
-        Ok(out.into_iter().collect())
-    }
-
-    /// A sub-aggregate with its multisets inline (stored entries plus this
-    /// call's changes), to be moved between groups.
-    fn inline_sub<S: StateStore>(
-        run: &mut Run<'_, S>,
-        ru: &Rollup,
-        key: &str,
-        st: &GroupState,
-    ) -> Result<GroupState, EngineError> {
-        st.inline(|acc| stored_values(run.store, &ru.namespace, key, acc))
+        Ok(out.into_values().collect())
     }
 
     /// The rows of the rolled-up relation joining join key `key` (fact-side
@@ -1261,7 +1193,7 @@ impl Engine {
         }
         let g = t
             .state
-            .get_or_insert_with(|| GroupState::new_spilled(key, &report.plan.aggs));
+            .get_or_insert_with(|| GroupState::new(key, &report.plan.aggs));
         g.absorb(st, sign)
             .map_err(|reason| EngineError::CorruptState {
                 report: report.name.clone(),
@@ -1276,7 +1208,7 @@ impl Engine {
             if g.accs.iter().any(|a| !a.is_empty()) {
                 stats.inconsistent_retractions += 1;
             }
-            t.retired.extend(t.state.take());
+            t.state = None;
         }
         Ok(())
     }
@@ -1376,10 +1308,8 @@ impl Engine {
 /// Folds one weighted row (its aggregate arguments `args`) into a group's
 /// state `slot` (`None`: the group does not exist yet; it is created with
 /// `key`, and dropped again when its row count reaches 0).
-#[allow(clippy::too_many_arguments)]
 fn fold_values(
     slot: &mut Option<GroupState>,
-    retired: &mut Vec<GroupState>,
     key: Vec<Datum>,
     aggs: &[AggSpec],
     args: &[Datum],
@@ -1390,7 +1320,7 @@ fn fold_values(
         stats.missing_group_retractions += 1;
         return;
     }
-    let st = slot.get_or_insert_with(|| GroupState::new_spilled(key, aggs));
+    let st = slot.get_or_insert_with(|| GroupState::new(key, aggs));
     st.rows += w;
     for ((spec, acc), v) in aggs.iter().zip(st.accs.iter_mut()).zip(args) {
         if !acc.fold(spec.kind, v, w) {
@@ -1402,7 +1332,7 @@ fn fold_values(
         if st.accs.iter().any(|a| !a.is_empty()) {
             stats.inconsistent_retractions += 1;
         }
-        retired.extend(slot.take());
+        *slot = None;
     }
 }
 
@@ -1523,174 +1453,6 @@ fn collect_row_needs(plan: &Plan, tables: &mut BTreeMap<String, RowTable>) {
             .indexes
             .insert(other.name.clone());
     }
-}
-
-/// The partial delta of one touched group of a report not keyed by
-/// merchant: its state now minus its state as loaded, `None` when equal.
-/// The multiset part is this call's changes, or, when the group was
-/// dropped or re-created, the changes minus the stored entries.
-fn partial_delta<S: StateStore>(
-    store: &mut S,
-    report: &Report,
-    key_text: &str,
-    t: &Touched,
-) -> Result<Option<PartialDelta>, EngineError> {
-    let corrupt = |reason: String| EngineError::CorruptState {
-        report: report.name.clone(),
-        key: key_text.to_string(),
-        reason,
-    };
-    let old = decode_state(report, key_text, t.loaded.as_deref())?;
-    let replaced = t.state.as_ref().is_none_or(|s| {
-        s.accs
-            .iter()
-            .any(|a| matches!(a, AccState::Values(v) if v.fresh))
-    });
-    let old = match old {
-        Some(o) if replaced => {
-            Some(o.inline(|acc| stored_values(store, &report.name, key_text, acc))?)
-        }
-        Some(o) => Some(o.inline(|_| Ok::<_, EngineError>(BTreeMap::new()))?),
-        None => None,
-    };
-    let new = match &t.state {
-        Some(s) => Some(s.inline(|_| Ok::<_, EngineError>(BTreeMap::new()))?),
-        None => None,
-    };
-    let Some(key) = new.as_ref().or(old.as_ref()).map(|s| s.key.clone()) else {
-        return Ok(None);
-    };
-    let delta =
-        GroupState::delta(&key, &report.plan.aggs, old.as_ref(), new.as_ref()).map_err(corrupt)?;
-    if delta.is_zero() {
-        return Ok(None);
-    }
-    Ok(Some(PartialDelta {
-        report: report.name.clone(),
-        key: key.iter().map(Datum::to_value).collect(),
-        delta: codec::encode(&delta),
-    }))
-}
-
-/// The stored multiset of accumulator `acc` of group `key` under `ns`.
-fn stored_values<S: StateStore>(
-    store: &mut S,
-    ns: &str,
-    key: &str,
-    acc: usize,
-) -> Result<BTreeMap<OrdValue, i64>, EngineError> {
-    let entries = store
-        .values_of(ns, key, acc)
-        .map_err(store_err("values_of"))?;
-    let mut out = BTreeMap::new();
-    for (datum, n) in entries {
-        let d = codec::decode_datum(&datum).map_err(|reason| EngineError::CorruptState {
-            report: ns.to_string(),
-            key: key.to_string(),
-            reason,
-        })?;
-        out.insert(OrdValue(d), n);
-    }
-    Ok(out)
-}
-
-/// Writes the multiset changes of one group or sub-aggregate (`key` under
-/// `ns`; `loaded`: it was stored before this call) and brings its summary
-/// up to date: distinct counts always, MIN and MAX when `extremes`.
-#[allow(clippy::too_many_arguments)]
-fn flush_values<S: StateStore>(
-    store: &mut S,
-    aggs: &[AggSpec],
-    ns: &str,
-    key: &str,
-    loaded: bool,
-    state: Option<&mut GroupState>,
-    retired: &[GroupState],
-    extremes: bool,
-    stats: &mut ApplyStats,
-) -> Result<(), EngineError> {
-    for (n, gone) in retired.iter().enumerate() {
-        // What a group that lost its last row still holds: the stored
-        // entries (for the state loaded from the store, the first one) plus
-        // its changes; anything left is a retraction the state disagreed with.
-        for (i, acc) in gone.accs.iter().enumerate() {
-            let AccState::Values(v) = acc else { continue };
-            let mut left = if n == 0 && loaded && !v.fresh {
-                stored_values(store, ns, key, i)?
-            } else {
-                BTreeMap::new()
-            };
-            for (value, w) in &v.pending {
-                let e = left.entry(value.clone()).or_insert(0);
-                *e += w;
-            }
-            stats.inconsistent_retractions += left.values().filter(|w| **w != 0).count() as u64;
-        }
-    }
-    let Some(st) = state else {
-        if loaded {
-            store
-                .clear_values(ns, key)
-                .map_err(store_err("clear_values"))?;
-        }
-        return Ok(());
-    };
-    let replaced = st
-        .accs
-        .iter()
-        .any(|a| matches!(a, AccState::Values(v) if v.fresh));
-    if replaced && loaded {
-        store
-            .clear_values(ns, key)
-            .map_err(store_err("clear_values"))?;
-    }
-    for (i, (spec, acc)) in aggs.iter().zip(st.accs.iter_mut()).enumerate() {
-        let AccState::Values(v) = acc else { continue };
-        if v.fresh {
-            v.distinct = 0;
-            v.extreme = None;
-        }
-        let changed = v.fresh || !v.pending.is_empty();
-        for (value, w) in std::mem::take(&mut v.pending) {
-            let before = store
-                .add_value(
-                    ns,
-                    key,
-                    i,
-                    &sort_key(&value.0),
-                    &codec::encode_datum(&value.0),
-                    w,
-                )
-                .map_err(store_err("add_value"))?;
-            stats.values_written += 1;
-            let after = before + w;
-            if after < 0 {
-                stats.inconsistent_retractions += 1;
-            }
-            if before <= 0 && after > 0 {
-                v.distinct += 1;
-            } else if before > 0 && after <= 0 {
-                v.distinct -= 1;
-            }
-        }
-        v.fresh = false;
-        if extremes && changed && matches!(spec.kind, AggKind::Min | AggKind::Max) {
-            let found = store
-                .extreme_value(ns, key, i, spec.kind == AggKind::Max)
-                .map_err(store_err("extreme_value"))?;
-            v.extreme = match found {
-                Some(bytes) => Some(codec::decode_datum(&bytes).map_err(|reason| {
-                    EngineError::CorruptState {
-                        report: ns.to_string(),
-                        key: key.to_string(),
-                        reason,
-                    }
-                })?),
-                None => None,
-            };
-        }
-    }
-    Ok(())
 }
 
 fn decode_state(
@@ -2106,9 +1868,8 @@ mod tests {
         let (_, stats) = e
             .apply_with_stats(&mut st, &[upd(other, other2)])
             .unwrap_or_default();
-        // MIN lacked 99.00; the group emptied with SUM at -89.00 and with
-        // 10.00 still in MIN.
-        assert_eq!(stats.inconsistent_retractions, 3);
+        // MIN lacked 99.00, and the group emptied with 10.00 still in MIN.
+        assert_eq!(stats.inconsistent_retractions, 2);
         // Malformed events and missing columns are counted.
         let mut partial = Row::new();
         partial.insert("merchant_id".into(), Value::I(9));
@@ -2179,111 +1940,6 @@ mod tests {
                 "state of report daily group \"7\\u{1f}2026-11-20\" is unreadable: truncated state"
             )
         );
-    }
-
-    const EXTREMES: &str = "SELECT merchant_id, DATE(created_at) AS day, MIN(amount) AS smallest, MAX(amount) AS largest, COUNT(DISTINCT status) AS statuses FROM orders GROUP BY merchant_id, day";
-
-    fn extremes_of(rows: &[ResultRow]) -> Vec<Value> {
-        rows.first().map(|r| r.values.clone()).unwrap_or_default()
-    }
-
-    #[test]
-    fn multisets_are_kept_per_value() {
-        let e = engine(&[("daily", EXTREMES)]);
-        let mut st = MemoryStateStore::new();
-        let key = "7\u{1f}2026-11-20";
-        let order = |i: i64| {
-            let status = if i % 2 == 0 { "paid" } else { "shipped" };
-            row(i, 7, status, &format!("{i}.00"), "2026-11-20")
-        };
-        let mut sizes = Vec::new();
-        for i in 1..=200 {
-            e.apply(&mut st, &[ins(order(i))]).unwrap_or_default();
-            if i == 70 || i == 200 {
-                sizes.push(
-                    st.load_group("daily", key)
-                        .unwrap_or_default()
-                        .map(|b| b.len()),
-                );
-            }
-        }
-        // The group's own state does not grow with its values.
-        assert_eq!(sizes[0], sizes[1]);
-        assert_eq!(st.values_of("daily", key, 0).unwrap_or_default().len(), 200);
-        assert_eq!(st.values_of("daily", key, 2).unwrap_or_default().len(), 2);
-        // Retracting both extremes reads the next ones from the store; the
-        // window writes the values it changes, whatever the group's size.
-        let (rows, stats) = e
-            .apply_with_stats(&mut st, &[del(order(1)), del(order(200))])
-            .unwrap_or_default();
-        assert_eq!(
-            extremes_of(&rows)[2..],
-            [d("2.00"), d("199.00"), Value::I(2)]
-        );
-        // MIN and MAX: one entry each per row; COUNT(DISTINCT): one per status.
-        assert_eq!(stats.values_written, 6);
-        // The last row of a status leaves the distinct count.
-        let evens: Vec<ChangeEvent> = (2..200).step_by(2).map(|i| del(order(i))).collect();
-        let rows = e.apply(&mut st, &evens).unwrap_or_default();
-        assert_eq!(
-            extremes_of(&rows)[2..],
-            [d("3.00"), d("199.00"), Value::I(1)]
-        );
-        let odds: Vec<ChangeEvent> = (3..200).step_by(2).map(|i| del(order(i))).collect();
-        let rows = e.apply(&mut st, &odds).unwrap_or_default();
-        assert!(rows[0].deleted);
-        assert_eq!(st.size_bytes(), 0);
-    }
-
-    #[test]
-    fn inline_multisets_of_earlier_states_move_to_the_store() {
-        let e = engine(&[("daily", EXTREMES)]);
-        let mut st = MemoryStateStore::new();
-        let key = "7\u{1f}2026-11-20";
-        let orders: Vec<ChangeEvent> = [("1", "5.00"), ("2", "3.00"), ("3", "9.00")]
-            .iter()
-            .map(|(id, amount)| {
-                ins(row(
-                    id.parse().unwrap_or(0),
-                    7,
-                    "paid",
-                    amount,
-                    "2026-11-20",
-                ))
-            })
-            .collect();
-        e.apply(&mut st, &orders).unwrap_or_default();
-        // Rewrite the group as an earlier version stored it: every multiset
-        // inline, nothing in the value entries.
-        let bytes = st
-            .load_group("daily", key)
-            .unwrap_or_default()
-            .unwrap_or_default();
-        let mut state = codec::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        for (i, acc) in state.accs.iter_mut().enumerate() {
-            if let AccState::Values(_) = acc {
-                let m = stored_values(&mut st, "daily", key, i).unwrap_or_default();
-                *acc = AccState::Multiset(m);
-            }
-        }
-        st.store_group("daily", key, Some(&codec::encode(&state)))
-            .unwrap_or_default();
-        st.clear_values("daily", key).unwrap_or_default();
-        // The smallest order leaves: the next one comes from the inline multiset.
-        let rows = e
-            .apply(&mut st, &[del(row(2, 7, "paid", "3.00", "2026-11-20"))])
-            .unwrap_or_default();
-        assert_eq!(extremes_of(&rows)[2..], [d("5.00"), d("9.00"), Value::I(1)]);
-        let bytes = st
-            .load_group("daily", key)
-            .unwrap_or_default()
-            .unwrap_or_default();
-        let state = codec::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert!(state
-            .accs
-            .iter()
-            .all(|a| !matches!(a, AccState::Multiset(_))));
-        assert_eq!(st.values_of("daily", key, 0).unwrap_or_default().len(), 2);
     }
 
     mod joins {

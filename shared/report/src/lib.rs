@@ -23,7 +23,6 @@ mod functions;
 mod report;
 mod rollup;
 mod set;
-mod sortkey;
 mod store;
 mod tenant;
 

@@ -32,13 +32,6 @@ pub struct IndexEntry {
 /// a rolled-up dimension are stored as groups too, under the report name
 /// `{report}/{table}` (see [`crate::Engine`]).
 ///
-/// Values: the multisets of MIN, MAX and COUNT(DISTINCT), one entry per
-/// (report, group key, accumulator, value) with the value's count, so a
-/// window writes the values it changes instead of the group's whole
-/// multiset. `value` is an order-preserving key of the value (MIN and MAX
-/// read the first or last entry); `datum` is the value itself, returned by
-/// [`StateStore::extreme_value`] and [`StateStore::values_of`].
-///
 /// Rows (only for the tables of reports with joins, see
 /// [`crate::Engine::row_tables`]): one blob per (table, primary key text),
 /// findable through the index entries given with it (see
@@ -65,36 +58,6 @@ pub trait StateStore {
         report: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, Self::Error>;
-    /// Adds `delta` to the count of one value of a group's multiset
-    /// (accumulator `acc`); an entry whose count drops to 0 or below is
-    /// removed. Returns the count before (0 when there was no entry).
-    fn add_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        value: &[u8],
-        datum: &[u8],
-        delta: i64,
-    ) -> Result<i64, Self::Error>;
-    /// The `datum` of the entry with the smallest (`last` = false) or
-    /// largest `value` of a group's multiset, `None` when it is empty.
-    fn extreme_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        last: bool,
-    ) -> Result<Option<Vec<u8>>, Self::Error>;
-    /// Every entry (`datum`, count) of a group's multiset, in value order.
-    fn values_of(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-    ) -> Result<Vec<(Vec<u8>, i64)>, Self::Error>;
-    /// Removes every multiset entry of a group (all accumulators).
-    fn clear_values(&mut self, report: &str, key: &str) -> Result<(), Self::Error>;
     /// The stored image of one row, `None` if the row does not exist.
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     /// Replaces the stored image of one row and all its index entries with
@@ -121,15 +84,10 @@ pub trait StateStore {
 /// A stored row and its index entries.
 type StoredRow = (Vec<u8>, Vec<IndexEntry>);
 
-/// Multiset entries of one group: value key → (datum, count).
-type StoredValues = BTreeMap<Vec<u8>, (Vec<u8>, i64)>;
-
 /// An in-memory [`StateStore`] (tests, tools, rebuilding state in memory).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStateStore {
     groups: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    /// (report, group key, accumulator) → entries.
-    values: BTreeMap<(String, String, usize), StoredValues>,
     rows: BTreeMap<String, BTreeMap<String, StoredRow>>,
     /// (table, column, value) → primary keys.
     index: BTreeMap<(String, String, String), BTreeSet<String>>,
@@ -168,18 +126,6 @@ impl MemoryStateStore {
                         .sum::<usize>()
             })
             .sum();
-        let values: usize = self
-            .values
-            .iter()
-            .map(|((r, k, _), vs)| {
-                r.len()
-                    + k.len()
-                    + 8
-                    + vs.iter()
-                        .map(|(v, (d, _))| v.len() + d.len() + 8)
-                        .sum::<usize>()
-            })
-            .sum();
         let index: usize = self
             .index
             .iter()
@@ -187,7 +133,7 @@ impl MemoryStateStore {
                 t.len() + c.len() + v.len() + pks.iter().map(String::len).sum::<usize>()
             })
             .sum();
-        groups + values + rows + index
+        groups + rows + index
     }
 
     fn unindex(&mut self, table: &str, pk: &str, entries: &[IndexEntry]) {
@@ -261,67 +207,6 @@ impl StateStore for MemoryStateStore {
                 .collect()
             })
             .unwrap_or_default())
-    }
-
-    fn add_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        value: &[u8],
-        datum: &[u8],
-        delta: i64,
-    ) -> Result<i64, Infallible> {
-        let k = (report.to_string(), key.to_string(), acc);
-        let entries = self.values.entry(k.clone()).or_default();
-        let before = entries.get(value).map_or(0, |(_, n)| *n);
-        let after = before + delta;
-        if after > 0 {
-            entries.insert(value.to_vec(), (datum.to_vec(), after));
-        } else {
-            entries.remove(value);
-        }
-        if entries.is_empty() {
-            self.values.remove(&k);
-        }
-        Ok(before)
-    }
-
-    fn extreme_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        last: bool,
-    ) -> Result<Option<Vec<u8>>, Infallible> {
-        let entries = self.values.get(&(report.to_string(), key.to_string(), acc));
-        let entry = entries.and_then(|e| {
-            if last {
-                e.values().next_back()
-            } else {
-                e.values().next()
-            }
-        });
-        Ok(entry.map(|(d, _)| d.clone()))
-    }
-
-    fn values_of(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-    ) -> Result<Vec<(Vec<u8>, i64)>, Infallible> {
-        Ok(self
-            .values
-            .get(&(report.to_string(), key.to_string(), acc))
-            .map(|e| e.values().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    fn clear_values(&mut self, report: &str, key: &str) -> Result<(), Infallible> {
-        self.values
-            .retain(|(r, k, _), _| !(r == report && k == key));
-        Ok(())
     }
 
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Infallible> {
@@ -412,37 +297,6 @@ impl<S: StateStore + ?Sized> StateStore for &mut S {
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
         (**self).groups_with_prefix(report, prefix)
-    }
-    fn add_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        value: &[u8],
-        datum: &[u8],
-        delta: i64,
-    ) -> Result<i64, Self::Error> {
-        (**self).add_value(report, key, acc, value, datum, delta)
-    }
-    fn extreme_value(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-        last: bool,
-    ) -> Result<Option<Vec<u8>>, Self::Error> {
-        (**self).extreme_value(report, key, acc, last)
-    }
-    fn values_of(
-        &mut self,
-        report: &str,
-        key: &str,
-        acc: usize,
-    ) -> Result<Vec<(Vec<u8>, i64)>, Self::Error> {
-        (**self).values_of(report, key, acc)
-    }
-    fn clear_values(&mut self, report: &str, key: &str) -> Result<(), Self::Error> {
-        (**self).clear_values(report, key)
     }
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error> {
         (**self).load_row(table, pk)
