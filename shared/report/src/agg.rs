@@ -49,6 +49,20 @@ fn class(d: &Datum) -> u8 {
 }
 
 fn value_cmp(a: &Datum, b: &Datum, tie_break: bool) -> Ordering {
+    // The common cases of one column's values, as the general rule below
+    // orders them (integers rank alike; decimals tie-break on their scale).
+    match (a, b) {
+        (Datum::Int(x), Datum::Int(y)) => return x.cmp(y),
+        (Datum::Dec(x, sx), Datum::Dec(y, sy)) => {
+            let o = x.cmp(y);
+            return if o != Ordering::Equal || !tie_break {
+                o
+            } else {
+                sx.cmp(sy)
+            };
+        }
+        _ => {}
+    }
     let (ca, cb) = (class(a), class(b));
     if ca != cb {
         return ca.cmp(&cb);
@@ -397,6 +411,46 @@ impl AccState {
     }
 }
 
+/// `new − old` entry by entry (zero entries left out), walking both in order.
+fn multiset_diff(
+    new: &BTreeMap<OrdValue, i64>,
+    old: &BTreeMap<OrdValue, i64>,
+) -> BTreeMap<OrdValue, i64> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (new.iter().peekable(), old.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some((ka, wa)), Some((kb, wb))) => match ka.cmp(kb) {
+                Ordering::Less => {
+                    out.push(((*ka).clone(), **wa));
+                    a.next();
+                }
+                Ordering::Greater => {
+                    out.push(((*kb).clone(), -**wb));
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if wa != wb {
+                        out.push(((*ka).clone(), **wa - **wb));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some((ka, wa)), None) => {
+                out.push(((*ka).clone(), **wa));
+                a.next();
+            }
+            (None, Some((kb, wb))) => {
+                out.push(((*kb).clone(), -**wb));
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    out.into_iter().collect()
+}
+
 impl GroupState {
     /// The accumulator difference `new − old` of one group (either side may
     /// be absent: no rows). Multiset entries may be negative; adding the
@@ -407,10 +461,28 @@ impl GroupState {
         old: Option<&GroupState>,
         new: Option<&GroupState>,
     ) -> Result<GroupState, String> {
-        let mut d = GroupState::new(key.to_vec(), aggs);
-        for (st, sign) in [(new, 1), (old, -1)] {
-            if let Some(st) = st {
-                d.add_scaled(st, sign)?;
+        let empty = GroupState::new(key.to_vec(), aggs);
+        let (new, old) = (new.unwrap_or(&empty), old.unwrap_or(&empty));
+        for st in [new, old] {
+            if st.accs.len() != aggs.len() {
+                return Err(format!(
+                    "{} accumulators where {} were expected",
+                    st.accs.len(),
+                    aggs.len()
+                ));
+            }
+        }
+        let mut d = empty.clone();
+        d.rows = new.rows - old.rows;
+        for ((acc, n), o) in d.accs.iter_mut().zip(&new.accs).zip(&old.accs) {
+            if let (AccState::Multiset(n), AccState::Multiset(o)) = (n, o) {
+                // One ordered walk: a window changes few values of a large
+                // multiset.
+                *acc = AccState::Multiset(multiset_diff(n, o));
+                continue;
+            }
+            if !(acc.add_scaled(n, 1) && acc.add_scaled(o, -1)) {
+                return Err("accumulator kinds differ or a sum overflows".into());
             }
         }
         Ok(d)
@@ -531,6 +603,61 @@ mod tests {
         assert_eq!(acc.result(AggKind::CountDistinct, 2), Datum::Int(1));
         acc.fold(AggKind::CountDistinct, &Datum::Null, 1);
         assert_eq!(acc.result(AggKind::CountDistinct, 3), Datum::Int(1));
+    }
+
+    #[test]
+    fn deltas_merge_back_to_the_new_state() {
+        let specs = [
+            AggSpec {
+                kind: AggKind::CountDistinct,
+                arg: None,
+            },
+            AggSpec {
+                kind: AggKind::Sum,
+                arg: None,
+            },
+        ];
+        let state = |values: &[i64]| {
+            let mut st = GroupState::new(vec![Datum::Int(1)], &specs);
+            for v in values {
+                st.rows += 1;
+                st.accs[0].fold(AggKind::CountDistinct, &Datum::Int(*v), 1);
+                st.accs[1].fold(AggKind::Sum, &d(&format!("{v}.5")), 1);
+            }
+            st
+        };
+        let old = state(&[1, 2, 2, 5, 9]);
+        let new = state(&[2, 3, 5, 5, 9, 11]);
+        let key = [Datum::Int(1)];
+        let delta = GroupState::delta(&key, &specs, Some(&old), Some(&new))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Only the values whose counts changed are in the difference.
+        let AccState::Multiset(m) = &delta.accs[0] else {
+            panic!("a multiset difference")
+        };
+        let changed: Vec<(i64, i64)> = m
+            .iter()
+            .map(|(v, w)| match v.0 {
+                Datum::Int(i) => (i, *w),
+                _ => (0, *w),
+            })
+            .collect();
+        assert_eq!(changed, [(1, -1), (2, -1), (3, 1), (5, 1), (11, 1)]);
+        let mut merged = old.clone();
+        merged.merge(&delta).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(merged, new);
+        // From nothing and to nothing.
+        let created =
+            GroupState::delta(&key, &specs, None, Some(&new)).unwrap_or_else(|e| panic!("{e}"));
+        let mut from_empty = GroupState::new(key.to_vec(), &specs);
+        from_empty.merge(&created).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_empty, new);
+        let dropped =
+            GroupState::delta(&key, &specs, Some(&old), None).unwrap_or_else(|e| panic!("{e}"));
+        let mut emptied = old.clone();
+        emptied.merge(&dropped).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(emptied.rows, 0);
+        assert!(emptied.accs.iter().all(AccState::is_empty));
     }
 
     #[test]
