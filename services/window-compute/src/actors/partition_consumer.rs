@@ -489,12 +489,7 @@ impl Worker {
                 computed_at_ms: mdp_types::now_ms(),
                 span: span.clone(),
             };
-            let result = match self.keeper.send(request).await {
-                Ok(result) => result,
-                Err(mailbox) => Err(ComputeError::State(StateError::KeeperStopped(
-                    mailbox.to_string(),
-                ))),
-            };
+            let result = self.compute_call(request).await;
             let error = match result {
                 Ok(outcome) => {
                     self.state_works(state_attempt);
@@ -537,10 +532,7 @@ impl Worker {
                     }
                 }
             };
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(ConsumerExit::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
-            }
+            pause(&cancel, delay).await?;
         }
     }
 
@@ -642,6 +634,23 @@ impl Worker {
         delay
     }
 
+    /// Sends a computation to the state keeper; a stopped keeper is a state
+    /// failure (retried like one).
+    async fn compute_call<M, R>(&self, msg: M) -> Result<R, ComputeError>
+    where
+        M: Message<Result = Result<R, ComputeError>> + Send + 'static,
+        R: Send + 'static,
+        StateKeeper: Handler<M>,
+        <StateKeeper as Actor>::Context: ToEnvelope<StateKeeper, M>,
+    {
+        match self.keeper.send(msg).await {
+            Ok(result) => result,
+            Err(mailbox) => Err(ComputeError::State(StateError::KeeperStopped(
+                mailbox.to_string(),
+            ))),
+        }
+    }
+
     /// Sends `msg` to the state keeper until the state store takes it.
     async fn state_call<M, R>(&self, msg: M) -> Result<R, ConsumerExit>
     where
@@ -665,10 +674,7 @@ impl Worker {
                 Err(error) => {
                     attempt += 1;
                     let delay = self.state_failed(attempt, error_chain(&error));
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Err(ConsumerExit::Cancelled),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    pause(&cancel, delay).await?;
                 }
             }
         }
@@ -873,12 +879,7 @@ impl Worker {
                 computed_at_ms: mdp_types::now_ms(),
                 span: span.clone(),
             };
-            let result = match self.keeper.send(request).await {
-                Ok(result) => result,
-                Err(mailbox) => Err(ComputeError::State(StateError::KeeperStopped(
-                    mailbox.to_string(),
-                ))),
-            };
+            let result = self.compute_call(request).await;
             let error = match result {
                 Ok(outcome) => {
                     self.state_works(state_attempt);
@@ -934,10 +935,7 @@ impl Worker {
                     }
                 }
             };
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(ConsumerExit::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
-            }
+            pause(&cancel, delay).await?;
         }
     }
 
@@ -1004,5 +1002,16 @@ impl Worker {
                 info.last_computed_at_ms = Some(mdp_types::now_ms());
             }
         });
+    }
+}
+
+/// Waits `delay` before a retry; `Err(Cancelled)` when the service stops first.
+async fn pause(
+    cancel: &tokio_util::sync::CancellationToken,
+    delay: Duration,
+) -> Result<(), ConsumerExit> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(ConsumerExit::Cancelled),
+        _ = tokio::time::sleep(delay) => Ok(()),
     }
 }
