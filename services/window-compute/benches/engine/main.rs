@@ -297,9 +297,52 @@ struct Stage {
     build_changes: u64,
     build_time: Duration,
     run: WindowRun,
+    /// Windows of fact changes only (no merchant or product edits).
+    facts: WindowRun,
     groups: Vec<(String, i64)>,
     state_bytes: u64,
     mix: Mix,
+}
+
+/// Runs windows of `stream` through `state` after up to `warmup` windows:
+/// up to `s.windows` windows or `s.stage_budget` of compute, at least
+/// [`MIN_WINDOWS`]. The stream's pending rest is applied at the end.
+fn measure_windows(
+    s: &Settings,
+    engine: &Engine,
+    state: &mut PartitionState,
+    stream: &mut Stream,
+    warmup: usize,
+) -> anyhow::Result<WindowRun> {
+    let mut run = WindowRun::default();
+    let mut warm = Duration::ZERO;
+    for _ in 0..warmup {
+        if warm >= s.stage_budget / 4 {
+            break;
+        }
+        let window = stream.next_window(s.window_changes)?;
+        let (took, stats) = compute_window(engine, state, &window)?;
+        run.disagreements += disagreements(&stats);
+        warm += took.wall;
+    }
+    while run.timings.len() < s.windows {
+        if run.timings.len() >= MIN_WINDOWS && run.timings.total() >= s.stage_budget {
+            run.limited_by_budget = true;
+            break;
+        }
+        let window = stream.next_window(s.window_changes)?;
+        let (took, stats) = compute_window(engine, state, &window)?;
+        run.disagreements += disagreements(&stats);
+        run.timings.push(took.wall);
+        run.cpu.push(took.cpu);
+        run.changes += window.changes.len() as u64;
+        run.rows_emitted += stats.rows_emitted;
+        run.groups_touched += stats.groups_touched;
+    }
+    if let Some(rest) = stream.flush() {
+        compute_window(engine, state, &rest)?;
+    }
+    Ok(run)
 }
 
 fn scaling(s: &Settings, engine: &Engine, out: &mut Vec<Stage>) -> anyhow::Result<Option<String>> {
@@ -391,34 +434,11 @@ fn scaling(s: &Settings, engine: &Engine, out: &mut Vec<Stage>) -> anyhow::Resul
             next_window_id,
             0,
         );
-        let mut run = WindowRun::default();
-        let mut warm = Duration::ZERO;
-        for _ in 0..s.warmup_windows {
-            if warm >= s.stage_budget / 4 {
-                break;
-            }
-            let window = stream.next_window(s.window_changes)?;
-            let (took, stats) = compute_window(engine, &mut state, &window)?;
-            run.disagreements += disagreements(&stats);
-            warm += took.wall;
-        }
-        while run.timings.len() < s.windows {
-            if run.timings.len() >= MIN_WINDOWS && run.timings.total() >= s.stage_budget {
-                run.limited_by_budget = true;
-                break;
-            }
-            let window = stream.next_window(s.window_changes)?;
-            let (took, stats) = compute_window(engine, &mut state, &window)?;
-            run.disagreements += disagreements(&stats);
-            run.timings.push(took.wall);
-            run.cpu.push(took.cpu);
-            run.changes += window.changes.len() as u64;
-            run.rows_emitted += stats.rows_emitted;
-            run.groups_touched += stats.groups_touched;
-        }
-        if let Some(rest) = stream.flush() {
-            compute_window(engine, &mut state, &rest)?;
-        }
+        let run = measure_windows(s, engine, &mut state, &mut stream, s.warmup_windows)?;
+        // The control series: the same stream without merchant and product
+        // edits, whose joins move whole histories.
+        stream.facts_only = true;
+        let facts = measure_windows(s, engine, &mut state, &mut stream, 0)?;
         next_window_id = stream.next_window_id();
         let mix = stream.mix.clone();
         model = stream.into_model();
@@ -430,15 +450,19 @@ fn scaling(s: &Settings, engine: &Engine, out: &mut Vec<Stage>) -> anyhow::Resul
             groups: group_counts(&mut state)?,
             state_bytes: sqlite_bytes(state.path()),
             run,
+            facts,
             mix,
         };
         println!(
-            "  {} windows of {} changes at {} orders: p50 {:.2} ms, p95 {:.2} ms",
+            "  {} windows of {} changes at {} orders: p50 {:.2} ms, p95 {:.2} ms; without merchant and product edits: {} windows, p50 {:.2} ms, p95 {:.2} ms",
             stage.run.timings.len(),
             s.window_changes,
             thousands(stage.orders),
             ms(stage.run.timings.median()),
-            ms(stage.run.timings.percentile(95.0))
+            ms(stage.run.timings.percentile(95.0)),
+            stage.facts.timings.len(),
+            ms(stage.facts.timings.median()),
+            ms(stage.facts.timings.percentile(95.0))
         );
         out.push(stage);
         if stop.is_some() {
@@ -508,6 +532,64 @@ fn sustained(s: &Settings, engine: &Engine) -> anyhow::Result<Sustained> {
 
 fn rate(changes: u64, d: Duration) -> f64 {
     changes as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// The per-window table of the scaling stages, one row per day size, and
+/// the ratio of the largest size to the smallest.
+fn print_windows(stages: &[Stage], pick: impl Fn(&Stage) -> &WindowRun) {
+    println!(
+        "   | {:>14} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | {:>8} | {:>8} | {:>9} | {:>8} |",
+        "day orders",
+        "windows",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "cpu p50",
+        "cpu p95",
+        "groups/w",
+        "rows/w",
+        "groups",
+        "state MB"
+    );
+    for st in stages {
+        let run = pick(st);
+        let groups: i64 = st.groups.iter().map(|(_, n)| n).sum();
+        let label = if st.orders < st.target {
+            format!("{}*", thousands(st.orders))
+        } else {
+            thousands(st.orders)
+        };
+        println!(
+            "   | {:>14} | {:>7} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8.0} | {:>8.0} | {:>9} | {:>8.1} |",
+            label,
+            run.timings.len(),
+            ms(run.timings.median()),
+            ms(run.timings.percentile(95.0)),
+            ms(run.timings.percentile(99.0)),
+            ms(run.timings.percentile(100.0)),
+            ms(run.cpu.median()),
+            ms(run.cpu.percentile(95.0)),
+            run.groups_touched as f64 / run.timings.len().max(1) as f64,
+            run.rows_emitted as f64 / run.timings.len().max(1) as f64,
+            thousands(groups as u64),
+            st.state_bytes as f64 / 1e6
+        );
+    }
+    if let (Some(first), Some(last)) = (stages.first(), stages.last()) {
+        if stages.len() > 1 {
+            let (a, b) = (pick(first), pick(last));
+            println!(
+                "   ratio {} / {} orders: p50 {:.2}x, p95 {:.2}x; cpu p50 {:.2}x, cpu p95 {:.2}x   (target: flat within 1.5x)",
+                thousands(last.orders),
+                thousands(first.orders),
+                ms(b.timings.median()) / ms(a.timings.median()).max(1e-9),
+                ms(b.timings.percentile(95.0)) / ms(a.timings.percentile(95.0)).max(1e-9),
+                ms(b.cpu.median()) / ms(a.cpu.median()).max(1e-9),
+                ms(b.cpu.percentile(95.0)) / ms(a.cpu.percentile(95.0)).max(1e-9)
+            );
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -624,60 +706,13 @@ fn main() -> anyhow::Result<()> {
         s.warmup_windows,
         s.stage_budget.as_secs()
     );
-    println!(
-        "   | {:>14} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | {:>8} | {:>8} | {:>9} | {:>8} |",
-        "day orders",
-        "windows",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "cpu p50",
-        "cpu p95",
-        "groups/w",
-        "rows/w",
-        "groups",
-        "state MB"
-    );
-    for st in &stages {
-        let groups: i64 = st.groups.iter().map(|(_, n)| n).sum();
-        let label = if st.orders < st.target {
-            format!("{}*", thousands(st.orders))
-        } else {
-            thousands(st.orders)
-        };
-        println!(
-            "   | {:>14} | {:>7} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8.0} | {:>8.0} | {:>9} | {:>8.1} |",
-            label,
-            st.run.timings.len(),
-            ms(st.run.timings.median()),
-            ms(st.run.timings.percentile(95.0)),
-            ms(st.run.timings.percentile(99.0)),
-            ms(st.run.timings.percentile(100.0)),
-            ms(st.run.cpu.median()),
-            ms(st.run.cpu.percentile(95.0)),
-            st.run.groups_touched as f64 / st.run.timings.len().max(1) as f64,
-            st.run.rows_emitted as f64 / st.run.timings.len().max(1) as f64,
-            thousands(groups as u64),
-            st.state_bytes as f64 / 1e6
-        );
-    }
+    print_windows(&stages, |st| &st.run);
     if let Some(stop) = &stop {
         println!("   * {stop}");
     }
-    if let (Some(first), Some(last)) = (stages.first(), stages.last()) {
-        if stages.len() > 1 {
-            println!(
-                "   ratio {} / {} orders: p50 {:.2}x, p95 {:.2}x; cpu p50 {:.2}x, cpu p95 {:.2}x   (target: flat within 1.5x)",
-                thousands(last.orders),
-                thousands(first.orders),
-                ms(last.run.timings.median()) / ms(first.run.timings.median()).max(1e-9),
-                ms(last.run.timings.percentile(95.0))
-                    / ms(first.run.timings.percentile(95.0)).max(1e-9),
-                ms(last.run.cpu.median()) / ms(first.run.cpu.median()).max(1e-9),
-                ms(last.run.cpu.percentile(95.0)) / ms(first.run.cpu.percentile(95.0)).max(1e-9)
-            );
-        }
+    println!("   The same, without merchant and product edits (fact changes only; a control series after the windows above):");
+    print_windows(&stages, |st| &st.facts);
+    if let Some(last) = stages.last() {
         println!(
             "   state build through the engine: {} orders, {} changes in {:.1} s ({:.0} changes/s, transactions of {} orders)",
             thousands(last.orders),
@@ -704,8 +739,11 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let bad: u64 =
-        stages.iter().map(|s| s.run.disagreements).sum::<u64>() + sustained.run.disagreements;
+    let bad: u64 = stages
+        .iter()
+        .map(|s| s.run.disagreements + s.facts.disagreements)
+        .sum::<u64>()
+        + sustained.run.disagreements;
     if bad > 0 {
         println!("   WARNING: {bad} retractions found no matching state (the generated changes and the state disagree)");
     }
@@ -751,6 +789,13 @@ fn main() -> anyhow::Result<()> {
                     thousands(st.orders),
                     b.refreshes.median().as_secs_f64() / p50.as_secs_f64().max(1e-9),
                     b.refreshes.median().as_secs_f64() / p95.as_secs_f64().max(1e-9)
+                );
+                println!(
+                    "   the same against windows without merchant and product edits: {:.0}x vs p50, {:.0}x vs p95",
+                    b.refreshes.median().as_secs_f64()
+                        / st.facts.timings.median().as_secs_f64().max(1e-9),
+                    b.refreshes.median().as_secs_f64()
+                        / st.facts.timings.percentile(95.0).as_secs_f64().max(1e-9)
                 );
             }
         }

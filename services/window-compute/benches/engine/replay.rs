@@ -3,7 +3,7 @@
 
 use crate::rows::{EventFactory, ItemRec, MerchantRec, OrderRec, ProductRec, Record, ReplayError};
 use chrono::{Duration, NaiveDateTime};
-use mdp_e2e::workload::{Arg, MerchantRow, Planner, ProductRow, Stmt};
+use mdp_e2e::workload::{ActionKind, Arg, MerchantRow, Planner, ProductRow, Stmt};
 use mdp_types::{ChangeEvent, Op, Window};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -337,6 +337,9 @@ pub struct Stream {
     pending: VecDeque<ChangeEvent>,
     next_window_id: u64,
     day_start_ms: i64,
+    /// Leave out merchant and product edits (a control series of fact
+    /// changes only).
+    pub facts_only: bool,
     pub mix: Mix,
 }
 
@@ -358,6 +361,7 @@ impl Stream {
             pending: VecDeque::new(),
             next_window_id: first_window_id,
             day_start_ms: day_start.and_utc().timestamp_millis(),
+            facts_only: false,
             mix: Mix::default(),
         }
     }
@@ -372,6 +376,14 @@ impl Stream {
                 .planner
                 .next_action(self.now)
                 .ok_or_else(|| ReplayError("the planner has no merchant".to_string()))?;
+            if self.facts_only
+                && matches!(
+                    action.kind,
+                    ActionKind::MerchantUpdate | ActionKind::ProductUpdate
+                )
+            {
+                continue;
+            }
             *self.mix.actions.entry(action.kind.name()).or_default() += 1;
             self.events.commit_ts_ms = self.now.and_utc().timestamp_millis();
             buf.clear();
