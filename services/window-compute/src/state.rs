@@ -472,7 +472,8 @@ impl StoredBatch {
 pub struct Progress {
     /// Highest window id whose changes are in the state (0: none yet).
     pub last_applied_window: WindowId,
-    /// Number of groups held across all reports.
+    /// Number of stored group states across all reports: groups,
+    /// sub-aggregates of rolled-up dimensions and multiset chunks.
     pub groups: i64,
 }
 

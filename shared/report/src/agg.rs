@@ -8,6 +8,7 @@
 
 use crate::datum::{collate_cmp, collate_key, num_cmp, Datum, Num, MAX_SCALE};
 use crate::eval::{decimal_div, Expr};
+use crate::multiset::Multiset;
 use rust_decimal::Decimal;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -118,6 +119,23 @@ impl Ord for OrdValue {
     fn cmp(&self, other: &Self) -> Ordering {
         value_cmp(&self.0, &other.0, true)
     }
+}
+
+/// The value a MIN, MAX or COUNT(DISTINCT) argument `v` is kept as in the
+/// multiset (`None` for NULL, which is not kept).
+pub(crate) fn multiset_key(kind: AggKind, v: &Datum) -> Option<OrdValue> {
+    if v.is_null() {
+        return None;
+    }
+    Some(if kind == AggKind::CountDistinct {
+        // Values equal under the collation count once.
+        match v {
+            Datum::Str(s) => OrdValue(Datum::Str(collate_key(s))),
+            other => OrdValue(other.clone().normalized()),
+        }
+    } else {
+        OrdValue(v.clone())
+    })
 }
 
 /// Exact sum of weighted values, split by type so the result type follows
@@ -249,7 +267,7 @@ pub(crate) enum AccState {
     /// SUM and AVG.
     Sum(SumAcc),
     /// MIN, MAX and COUNT(DISTINCT): value → Σw, zero entries removed.
-    Multiset(BTreeMap<OrdValue, i64>),
+    Multiset(Multiset),
 }
 
 impl AccState {
@@ -258,7 +276,7 @@ impl AccState {
             AggKind::CountStar | AggKind::Count => AccState::Count(0),
             AggKind::Sum | AggKind::Avg => AccState::Sum(SumAcc::default()),
             AggKind::Min | AggKind::Max | AggKind::CountDistinct => {
-                AccState::Multiset(BTreeMap::new())
+                AccState::Multiset(Multiset::default())
             }
         }
     }
@@ -275,23 +293,14 @@ impl AccState {
             }
             AccState::Sum(s) => s.fold(v, w),
             AccState::Multiset(m) => {
-                if v.is_null() {
+                let Some(key) = multiset_key(kind, v) else {
                     return true;
-                }
-                let key = if kind == AggKind::CountDistinct {
-                    // Values equal under the collation count once.
-                    match v {
-                        Datum::Str(s) => OrdValue(Datum::Str(collate_key(s))),
-                        other => OrdValue(other.clone().normalized()),
-                    }
-                } else {
-                    OrdValue(v.clone())
                 };
-                let e = m.entry(key.clone()).or_insert(0);
+                let e = m.map.entry(key.clone()).or_insert(0);
                 *e += w;
                 let ok = *e >= 0;
                 if *e <= 0 {
-                    m.remove(&key);
+                    m.map.remove(&key);
                 }
                 ok
             }
@@ -312,12 +321,16 @@ impl AccState {
             (_, AccState::Count(n)) => Datum::Int(*n),
             (AggKind::Avg, AccState::Sum(s)) => s.avg(),
             (_, AccState::Sum(s)) => s.sum(),
+            // A chunked multiset has the chunks of its extremes loaded
+            // before results are read (see `crate::spill`).
             (AggKind::Min, AccState::Multiset(m)) => {
-                m.keys().next().map_or(Datum::Null, |k| k.0.clone())
+                m.map.keys().next().map_or(Datum::Null, |k| k.0.clone())
             }
-            (AggKind::Max, AccState::Multiset(m)) => {
-                m.keys().next_back().map_or(Datum::Null, |k| k.0.clone())
-            }
+            (AggKind::Max, AccState::Multiset(m)) => m
+                .map
+                .keys()
+                .next_back()
+                .map_or(Datum::Null, |k| k.0.clone()),
             (_, AccState::Multiset(m)) => Datum::Int(m.len() as i64),
         }
     }
@@ -397,11 +410,15 @@ impl AccState {
             }
             (AccState::Sum(a), AccState::Sum(b)) => a.add_scaled(b, sign),
             (AccState::Multiset(a), AccState::Multiset(b)) => {
-                for (v, w) in b {
-                    let e = a.entry(v.clone()).or_insert(0);
+                // Chunks of `b` not read would be left out.
+                if !b.is_complete() {
+                    return false;
+                }
+                for (v, w) in &b.map {
+                    let e = a.map.entry(v.clone()).or_insert(0);
                     *e += sign * w;
                     if *e == 0 {
-                        a.remove(v);
+                        a.map.remove(v);
                     }
                 }
                 true
@@ -477,8 +494,12 @@ impl GroupState {
         for ((acc, n), o) in d.accs.iter_mut().zip(&new.accs).zip(&old.accs) {
             if let (AccState::Multiset(n), AccState::Multiset(o)) = (n, o) {
                 // One ordered walk: a window changes few values of a large
-                // multiset.
-                *acc = AccState::Multiset(multiset_diff(n, o));
+                // multiset. Of a chunked multiset, both sides hold the
+                // same chunks (those read in this call).
+                *acc = AccState::Multiset(Multiset {
+                    map: multiset_diff(&n.map, &o.map),
+                    chunks: None,
+                });
                 continue;
             }
             if !(acc.add_scaled(n, 1) && acc.add_scaled(o, -1)) {
@@ -537,7 +558,7 @@ impl GroupState {
                 AccState::Sum(s) => {
                     s.count >= 0 && s.float_count >= 0 && s.dec_scales.values().all(|w| *w > 0)
                 }
-                AccState::Multiset(m) => m.values().all(|w| *w > 0),
+                AccState::Multiset(m) => m.map.values().all(|w| *w > 0),
             })
     }
 }
@@ -636,6 +657,7 @@ mod tests {
             panic!("a multiset difference")
         };
         let changed: Vec<(i64, i64)> = m
+            .map
             .iter()
             .map(|(v, w)| match v.0 {
                 Datum::Int(i) => (i, *w),

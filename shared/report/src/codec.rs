@@ -8,11 +8,17 @@
 //!          | 0x01 count:zigzag int_sum:i128le dec_sum:[16] nscales:varint (scale:varint w:zigzag)*
 //!                 float_count:zigzag float_sum:f64le float_comp:f64le
 //!          | 0x02 n:varint (datum w:zigzag)*
+//!          | 0x03 n:varint (lower:datum id:varint len:varint)* next_id:varint
+//! chunk   := 0x4d n:varint (datum w:zigzag)*
 //! datum   := tag:u8 payload   (see `put_datum`)
 //! ```
+//!
+//! Tag 0x03 is a multiset stored in chunks (see [`crate::multiset`]): the
+//! directory only; each chunk is a `chunk` blob of its own.
 
 use crate::agg::{AccState, GroupState, OrdValue, SumAcc};
 use crate::datum::Datum;
+use crate::multiset::{Chunk, Chunks, Multiset};
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use mdp_types::Row;
 use rust_decimal::Decimal;
@@ -21,6 +27,41 @@ use std::collections::BTreeMap;
 const VERSION: u8 = 1;
 /// First byte of a stored row (`R`).
 const ROW_TAG: u8 = 0x52;
+/// First byte of a stored multiset chunk (`M`).
+const CHUNK_TAG: u8 = 0x4d;
+
+/// The entries of one multiset chunk as stored.
+pub(crate) fn encode_chunk<'a>(
+    n: usize,
+    entries: impl Iterator<Item = (&'a OrdValue, &'a i64)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 * n + 4);
+    out.push(CHUNK_TAG);
+    put_varint(&mut out, n as u64);
+    for (v, w) in entries {
+        put_datum(&mut out, &v.0);
+        put_zigzag(&mut out, *w);
+    }
+    out
+}
+
+pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<(OrdValue, i64)>, String> {
+    let mut r = Reader { b: bytes, pos: 0 };
+    let tag = r.u8()?;
+    if tag != CHUNK_TAG {
+        return Err(format!("unknown chunk format {tag}"));
+    }
+    let n = r.len()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = r.datum()?;
+        out.push((OrdValue(d), r.zigzag()?));
+    }
+    if r.pos != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - r.pos));
+    }
+    Ok(out)
+}
 
 /// A row image as stored: column name and value, names in the row's order.
 pub(crate) fn encode_row(row: &Row) -> Vec<u8> {
@@ -82,10 +123,22 @@ pub(crate) fn encode(state: &GroupState) -> Vec<u8> {
                 out.extend_from_slice(&s.float_sum.to_le_bytes());
                 out.extend_from_slice(&s.float_comp.to_le_bytes());
             }
+            AccState::Multiset(Multiset {
+                chunks: Some(c), ..
+            }) => {
+                out.push(3);
+                put_varint(&mut out, c.dir.len() as u64);
+                for ch in &c.dir {
+                    put_datum(&mut out, &ch.lower.0);
+                    put_varint(&mut out, ch.id);
+                    put_varint(&mut out, ch.len);
+                }
+                put_varint(&mut out, c.next_id);
+            }
             AccState::Multiset(m) => {
                 out.push(2);
-                put_varint(&mut out, m.len() as u64);
-                for (v, w) in m {
+                put_varint(&mut out, m.map.len() as u64);
+                for (v, w) in &m.map {
                     put_datum(&mut out, &v.0);
                     put_zigzag(&mut out, *w);
                 }
@@ -139,7 +192,31 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<GroupState, String> {
                     let d = r.datum()?;
                     entries.push((OrdValue(d), r.zigzag()?));
                 }
-                AccState::Multiset(entries.into_iter().collect())
+                AccState::Multiset(Multiset {
+                    map: entries.into_iter().collect(),
+                    chunks: None,
+                })
+            }
+            3 => {
+                let n = r.len()?;
+                if n == 0 {
+                    return Err("a chunked multiset without chunks".into());
+                }
+                let mut dir = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let lower = OrdValue(r.datum()?);
+                    dir.push(Chunk {
+                        lower,
+                        id: r.varint()?,
+                        len: r.varint()?,
+                        loaded: None,
+                    });
+                }
+                let next_id = r.varint()?;
+                AccState::Multiset(Multiset {
+                    map: BTreeMap::new(),
+                    chunks: Some(Chunks { dir, next_id }),
+                })
             }
             t => return Err(format!("unknown accumulator tag {t}")),
         });

@@ -13,9 +13,11 @@ use crate::compile::{JoinKind, Plan};
 use crate::datum::{collate_key, sql_eq, Datum};
 use crate::error::EngineError;
 use crate::eval::{ColRef, Ctx, Expr, LATE_BOUND};
+use crate::multiset::ChunkSizes;
 use crate::report::Report;
 use crate::rollup::{self, Rollup};
 use crate::set::ReportSet;
+use crate::spill::At;
 use crate::store::{IndexEntry, RowIndex, StateStore};
 use mdp_types::result::key_text;
 use mdp_types::{ChangeEvent, Op, PartialDelta, ResultRow, Row, Value};
@@ -136,6 +138,8 @@ pub struct Engine {
     row_tables: BTreeMap<String, RowTable>,
     /// Per report: the dimension it rolls up, if any (see [`crate::rollup`]).
     rollups: Vec<Option<Rollup>>,
+    /// When multisets are stored in chunks (see [`crate::multiset`]).
+    chunk_sizes: ChunkSizes,
 }
 
 /// What the row state keeps of one table.
@@ -478,6 +482,24 @@ impl Engine {
             by_table,
             row_tables,
             rollups,
+            chunk_sizes: ChunkSizes::default(),
+        }
+    }
+
+    /// The same engine with other sizes for multisets stored in chunks.
+    /// States written with other sizes stay readable; they adopt the new
+    /// sizes as their chunks are rewritten.
+    pub fn with_chunk_sizes(mut self, sizes: ChunkSizes) -> Self {
+        self.chunk_sizes = sizes.checked();
+        self
+    }
+
+    /// The group (`ns`, `key`) for reading and writing multiset chunks.
+    fn at<'a>(&'a self, ns: &'a str, key: &'a str) -> At<'a> {
+        At {
+            ns,
+            key,
+            sizes: &self.chunk_sizes,
         }
     }
 
@@ -668,13 +690,12 @@ impl Engine {
 
         for (ru, subs) in self.rollups.iter().zip(subs) {
             let Some(ru) = ru else { continue };
-            for (key, t) in subs {
-                let bytes = t.state.as_ref().map(codec::encode);
-                if bytes != t.loaded {
-                    store
-                        .store_group(&ru.namespace, &key, bytes.as_deref())
-                        .map_err(store_err("store_group"))?;
-                }
+            for (key, mut t) in subs {
+                self.at(&ru.namespace, &key).write_group(
+                    store,
+                    t.loaded.as_deref(),
+                    t.state.as_mut(),
+                )?;
             }
         }
 
@@ -684,38 +705,21 @@ impl Engine {
             let report = &reports[r];
             let plan = &report.plan;
             let partial = split && plan.tenant_key.is_none();
-            for (key_text, t) in groups {
-                let bytes = t.state.as_ref().map(codec::encode);
-                if bytes != t.loaded {
-                    store
-                        .store_group(&report.name, &key_text, bytes.as_deref())
-                        .map_err(store_err("store_group"))?;
+            for (key_text, mut t) in groups {
+                let at = self.at(&report.name, &key_text);
+                if let Some(st) = t.state.as_mut() {
+                    at.load_extremes(store, st, &plan.aggs)?;
                 }
                 if partial {
-                    if bytes == t.loaded {
-                        continue;
+                    let delta = self.partial_delta(store, report, &key_text, &t)?;
+                    at.write_group(store, t.loaded.as_deref(), t.state.as_mut())?;
+                    if let Some(delta) = delta {
+                        partials.push(delta);
                     }
-                    let old = decode_state(report, &key_text, t.loaded.as_deref())?;
-                    let Some(key) = t.state.as_ref().or(old.as_ref()).map(|s| s.key.clone()) else {
-                        continue;
-                    };
-                    let delta = GroupState::delta(&key, &plan.aggs, old.as_ref(), t.state.as_ref())
-                        .map_err(|reason| EngineError::CorruptState {
-                            report: report.name.clone(),
-                            key: key_text.clone(),
-                            reason,
-                        })?;
-                    if delta.is_zero() {
-                        continue;
-                    }
-                    partials.push(PartialDelta {
-                        report: report.name.clone(),
-                        key: key.iter().map(Datum::to_value).collect(),
-                        delta: codec::encode(&delta),
-                    });
                     continue;
                 }
                 let new = t.state.as_ref().and_then(|s| output(plan, s));
+                at.write_group(store, t.loaded.as_deref(), t.state.as_mut())?;
                 let row = match (t.old, new) {
                     (None, None) => None,
                     (Some(old), None) => Some((old.key, Vec::new(), true)),
@@ -753,8 +757,48 @@ impl Engine {
         })
     }
 
+    /// The accumulator difference of a group of a report not keyed by
+    /// merchant over this call (`None`: no change), before its state is
+    /// written.
+    fn partial_delta<S: StateStore>(
+        &self,
+        store: &mut S,
+        report: &Report,
+        key_text: &str,
+        t: &Touched,
+    ) -> Result<Option<PartialDelta>, EngineError> {
+        let plan = &report.plan;
+        let old = match decode_state(report, key_text, t.loaded.as_deref())? {
+            Some(old) => Some(self.at(&report.name, key_text).old_for_delta(
+                store,
+                old,
+                t.state.as_ref(),
+            )?),
+            None => None,
+        };
+        let Some(key) = t.state.as_ref().or(old.as_ref()).map(|s| s.key.clone()) else {
+            return Ok(None);
+        };
+        let delta = GroupState::delta(&key, &plan.aggs, old.as_ref(), t.state.as_ref()).map_err(
+            |reason| EngineError::CorruptState {
+                report: report.name.clone(),
+                key: key_text.to_string(),
+                reason,
+            },
+        )?;
+        if delta.is_zero() {
+            return Ok(None);
+        }
+        Ok(Some(PartialDelta {
+            report: report.name.clone(),
+            key: key.iter().map(Datum::to_value).collect(),
+            delta: codec::encode(&delta),
+        }))
+    }
+
     /// Loads a group into `touched` (once per call).
     fn touch<'t, S: StateStore>(
+        &self,
         report: &Report,
         store: &mut S,
         touched: &'t mut BTreeMap<String, Touched>,
@@ -768,7 +812,11 @@ impl Engine {
                 let loaded = store
                     .load_group(&report.name, v.key())
                     .map_err(store_err("load_group"))?;
-                let state = decode_state(report, v.key(), loaded.as_deref())?;
+                let mut state = decode_state(report, v.key(), loaded.as_deref())?;
+                if let Some(st) = state.as_mut() {
+                    self.at(&report.name, v.key())
+                        .load_extremes(store, st, &report.plan.aggs)?;
+                }
                 let old = state.as_ref().and_then(|s| output(&report.plan, s));
                 stats.groups_touched += 1;
                 Ok(v.insert(Touched { loaded, old, state }))
@@ -808,7 +856,11 @@ impl Engine {
             .map(|spec| spec.arg.as_ref().map_or(Datum::Null, |a| a.eval(&cx)))
             .collect();
         let stats = &mut run.stats;
-        let t = Self::touch(report, run.store, &mut run.touched[r], text, stats)?;
+        let t = self.touch(report, run.store, &mut run.touched[r], text.clone(), stats)?;
+        if let Some(st) = t.state.as_mut() {
+            self.at(&report.name, &text)
+                .load_for_values(run.store, st, &plan.aggs, &args)?;
+        }
         fold_values(&mut t.state, key, &plan.aggs, &args, w, stats);
         Ok(())
     }
@@ -826,7 +878,11 @@ impl Engine {
             if touched.contains_key(&key_text) {
                 continue;
             }
-            let state = decode_state(report, &key_text, Some(&bytes))?;
+            let mut state = decode_state(report, &key_text, Some(&bytes))?;
+            if let Some(st) = state.as_mut() {
+                self.at(&report.name, &key_text)
+                    .load_extremes(run.store, st, &report.plan.aggs)?;
+            }
             let old = state.as_ref().and_then(|s| output(&report.plan, s));
             run.stats.groups_touched += 1;
             touched.insert(
@@ -1040,7 +1096,8 @@ impl Engine {
             .map(|spec| spec.arg.as_ref().map_or(Datum::Null, |a| a.eval(&cx)))
             .collect();
         use std::collections::btree_map::Entry;
-        let sub = match run.subs[r].entry(text) {
+        let at = self.at(&ru.namespace, &text);
+        let sub = match run.subs[r].entry(text.clone()) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 let loaded = run
@@ -1054,6 +1111,9 @@ impl Engine {
                 v.insert(SubTouched { loaded, state })
             }
         };
+        if let Some(st) = sub.state.as_mut() {
+            at.load_for_values(run.store, st, &plan.aggs, &args)?;
+        }
         key.extend(base);
         fold_values(&mut sub.state, key, &plan.aggs, &args, w, &mut run.stats);
         Ok(())
@@ -1073,21 +1133,24 @@ impl Engine {
             .store
             .groups_with_prefix(&ru.namespace, prefix)
             .map_err(store_err("groups_with_prefix"))?;
+        // Whole: a moved sub-aggregate is added and subtracted entire.
         let mut out = BTreeMap::new();
         for (key, bytes) in stored {
             if !run.subs[r].contains_key(&key) {
-                let st = decode_sub(report, ru, &key, &bytes)?;
+                let mut st = decode_sub(report, ru, &key, &bytes)?;
+                self.at(&ru.namespace, &key).load_all(run.store, &mut st)?;
                 out.insert(key, st);
             }
         }
         let touched = run.subs[r]
-            .range::<str, _>((
+            .range_mut::<str, _>((
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Unbounded,
             ))
             .take_while(|(k, _)| k.starts_with(prefix));
         for (key, t) in touched {
-            if let Some(st) = &t.state {
+            if let Some(st) = &mut t.state {
+                self.at(&ru.namespace, key).load_all(run.store, st)?;
                 out.insert(key.clone(), st.clone());
             }
         }
@@ -1186,10 +1249,14 @@ impl Engine {
         let report = &self.reports.reports()[r];
         let text = key_text(&key.iter().map(Datum::to_value).collect::<Vec<_>>());
         let stats = &mut run.stats;
-        let t = Self::touch(report, run.store, &mut run.touched[r], text.clone(), stats)?;
+        let t = self.touch(report, run.store, &mut run.touched[r], text.clone(), stats)?;
         if sign < 0 && t.state.is_none() {
             stats.missing_group_retractions += 1;
             return Ok(());
+        }
+        if let Some(g) = t.state.as_mut() {
+            self.at(&report.name, &text)
+                .load_for_state(run.store, g, st)?;
         }
         let g = t
             .state
@@ -1923,6 +1990,136 @@ mod tests {
         assert!(rows.is_empty());
         assert_eq!(stats.changes_ignored, 1);
         assert_eq!(st.size_bytes(), 0);
+    }
+
+    /// A [`MemoryStateStore`] that counts the multiset chunks read.
+    #[derive(Default)]
+    struct CountingStore {
+        inner: MemoryStateStore,
+        chunk_reads: usize,
+    }
+
+    impl StateStore for CountingStore {
+        type Error = std::convert::Infallible;
+        fn load_group(&mut self, report: &str, key: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+            if report.ends_with("#values") {
+                self.chunk_reads += 1;
+            }
+            self.inner.load_group(report, key)
+        }
+        fn store_group(
+            &mut self,
+            report: &str,
+            key: &str,
+            state: Option<&[u8]>,
+        ) -> Result<(), Self::Error> {
+            self.inner.store_group(report, key, state)
+        }
+        fn groups_of(&mut self, report: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
+            self.inner.groups_of(report)
+        }
+        fn groups_with_prefix(
+            &mut self,
+            report: &str,
+            prefix: &str,
+        ) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
+            self.inner.groups_with_prefix(report, prefix)
+        }
+        fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+            self.inner.load_row(table, pk)
+        }
+        fn store_row(
+            &mut self,
+            table: &str,
+            pk: &str,
+            row: Option<(&[u8], &[IndexEntry])>,
+        ) -> Result<(), Self::Error> {
+            self.inner.store_row(table, pk, row)
+        }
+        fn lookup_rows(
+            &mut self,
+            table: &str,
+            column: &str,
+            value: &str,
+        ) -> Result<Vec<String>, Self::Error> {
+            self.inner.lookup_rows(table, column, value)
+        }
+        fn rows_of(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
+            self.inner.rows_of(table)
+        }
+    }
+
+    #[test]
+    fn large_multisets_are_read_and_written_by_the_chunk() {
+        const SQL: &str = "SELECT merchant_id, COUNT(*) AS orders, MIN(amount) AS smallest, MAX(amount) AS largest, COUNT(DISTINCT amount) AS amounts FROM orders GROUP BY merchant_id";
+        let e = engine(&[("m", SQL)]).with_chunk_sizes(ChunkSizes {
+            spill_above: 8,
+            inline_at_most: 2,
+            chunk_max: 4,
+            chunk_fill: 3,
+        });
+        let mut st = CountingStore::default();
+        let order = |id: i64| row(id, 7, "paid", &format!("{id}.00"), "2026-11-20");
+        let values = |rows: &[ResultRow]| rows.first().map(|r| r.values[1..].to_vec());
+        let all: Vec<ChangeEvent> = (1..=40).map(|i| ins(order(i))).collect();
+        let rows = e.apply(&mut st, &all).unwrap_or_default();
+        assert_eq!(
+            values(&rows),
+            Some(vec![Value::I(40), d("1.00"), d("40.00"), Value::I(40)])
+        );
+        // Three multisets (MIN, MAX, COUNT(DISTINCT)) of 40 values, in
+        // chunks of 3 (the last of 1).
+        assert_eq!(st.inner.group_count("m#values"), 3 * 14);
+
+        // One changed value (old and new in one chunk) reads that chunk of
+        // each of the three multisets, and the first chunk for MIN and the
+        // last for MAX: 5 of the 42.
+        st.chunk_reads = 0;
+        let mut moved = order(20);
+        moved.insert("amount".into(), d("20.50"));
+        let rows = e
+            .apply(&mut st, &[upd(order(20), moved.clone())])
+            .unwrap_or_default();
+        assert!(rows.is_empty(), "no visible change: {rows:?}");
+        assert_eq!(st.chunk_reads, 5);
+
+        // The smallest values leave: MIN comes from a later chunk.
+        let gone: Vec<ChangeEvent> = (1..=10).map(|i| del(order(i))).collect();
+        let rows = e.apply(&mut st, &gone).unwrap_or_default();
+        assert_eq!(
+            values(&rows),
+            Some(vec![Value::I(30), d("11.00"), d("40.00"), Value::I(30)])
+        );
+        // Grows again: chunks split as they fill.
+        let more: Vec<ChangeEvent> = (41..=60).map(|i| ins(order(i))).collect();
+        let rows = e.apply(&mut st, &more).unwrap_or_default();
+        assert_eq!(
+            values(&rows),
+            Some(vec![Value::I(50), d("11.00"), d("60.00"), Value::I(50)])
+        );
+        // Nearly empty: back inline, and no chunk is left behind.
+        let keep = [11, 12];
+        let gone: Vec<ChangeEvent> = (11..=60)
+            .filter(|i| !keep.contains(i))
+            .map(|i| {
+                if i == 20 {
+                    del(moved.clone())
+                } else {
+                    del(order(i))
+                }
+            })
+            .collect();
+        let rows = e.apply(&mut st, &gone).unwrap_or_default();
+        assert_eq!(
+            values(&rows),
+            Some(vec![Value::I(2), d("11.00"), d("12.00"), Value::I(2)])
+        );
+        assert_eq!(st.inner.group_count("m#values"), 0);
+        let rows = e
+            .apply(&mut st, &[del(order(11)), del(order(12))])
+            .unwrap_or_default();
+        assert!(rows.first().is_some_and(|r| r.deleted));
+        assert_eq!(st.inner.size_bytes(), 0);
     }
 
     #[test]

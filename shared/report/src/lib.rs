@@ -20,14 +20,17 @@ mod engine;
 mod error;
 mod eval;
 mod functions;
+mod multiset;
 mod report;
 mod rollup;
 mod set;
+mod spill;
 mod store;
 mod tenant;
 
 pub use engine::{merge_partial, partial_row, Applied, ApplyStats, Engine};
 pub use error::{DefinitionError, EngineError, ReportError};
+pub use multiset::ChunkSizes;
 pub use report::{ColumnDef, ColumnRole, Report};
 pub use set::{RejectedReport, ReportSet};
 pub use store::{IndexEntry, MemoryStateStore, RowIndex, StateStore};

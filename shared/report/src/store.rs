@@ -30,7 +30,9 @@ pub struct IndexEntry {
 /// Groups: one blob per (report, group key); the engine reads each touched
 /// group once per call and writes it once at the end. The sub-aggregates of
 /// a rolled-up dimension are stored as groups too, under the report name
-/// `{report}/{table}` (see [`crate::Engine`]).
+/// `{report}/{table}` (see [`crate::Engine`]), and so are the chunks of
+/// large MIN, MAX and COUNT(DISTINCT) multisets, under `{name}#values`
+/// (see [`crate::ChunkSizes`]).
 ///
 /// Rows (only for the tables of reports with joins, see
 /// [`crate::Engine::row_tables`]): one blob per (table, primary key text),

@@ -102,8 +102,8 @@ fn split(events: Vec<ChangeEvent>) -> Vec<Vec<ChangeEvent>> {
     out
 }
 
-fn run_case(db: &Db, steps: &[Step], sizes: &[usize]) -> Result<(), TestCaseError> {
-    let engine = engine();
+fn run_case(db: &Db, steps: &[Step], sizes: &[usize], chunked: bool) -> Result<(), TestCaseError> {
+    let engine = crate::recompute::sized(engine(), chunked);
     let mut stores: Vec<MemoryStateStore> =
         (0..PARTITIONS).map(|_| MemoryStateStore::new()).collect();
     let mut global = Global::default();
@@ -197,9 +197,10 @@ fn merchants_hash_to_several_partitions() {
 fn reports_across_merchants_merged_from_partitions_equal_mariadb() {
     let db = Db::create(DDL);
     let mut runner = proptest::test_runner::TestRunner::new(config(48));
-    let result = runner.run(&(steps(200), windows()), |(steps, sizes)| {
-        run_case(&db, &steps, &sizes)
-    });
+    let result = runner.run(
+        &(steps(200), windows(), any::<bool>()),
+        |(steps, sizes, chunked)| run_case(&db, &steps, &sizes, chunked),
+    );
     drop(db);
     if let Err(e) = result {
         panic!("{e}");

@@ -561,8 +561,8 @@ fn assert_clean(stats: &ApplyStats) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run_case(db: &Db, steps: &[Step], sizes: &[usize]) -> Result<(), TestCaseError> {
-    let engine = engine();
+fn run_case(db: &Db, steps: &[Step], sizes: &[usize], chunked: bool) -> Result<(), TestCaseError> {
+    let engine = crate::recompute::sized(engine(), chunked);
     let mut store = MemoryStateStore::new();
     let mut shop = Shop::default();
     shop.sql
@@ -636,9 +636,10 @@ fn labelling_dimensions_are_rolled_up() {
 fn join_reports_equal_mariadb() {
     let db = Db::create(DDL);
     let mut runner = proptest::test_runner::TestRunner::new(config(64));
-    let result = runner.run(&(steps(200), windows()), |(steps, sizes)| {
-        run_case(&db, &steps, &sizes)
-    });
+    let result = runner.run(
+        &(steps(200), windows(), any::<bool>()),
+        |(steps, sizes, chunked)| run_case(&db, &steps, &sizes, chunked),
+    );
     drop(db);
     if let Err(e) = result {
         panic!("{e}");

@@ -263,8 +263,13 @@ pub async fn differences(
     out
 }
 
-fn run_case(db: &Db, steps: &[crate::model::Step], sizes: &[usize]) -> Result<(), TestCaseError> {
-    let engine = engine();
+fn run_case(
+    db: &Db,
+    steps: &[crate::model::Step],
+    sizes: &[usize],
+    chunked: bool,
+) -> Result<(), TestCaseError> {
+    let engine = crate::recompute::sized(engine(), chunked);
     let mut store = MemoryStateStore::new();
     let mut table = Table::default();
     let mut served = BTreeMap::new();
@@ -369,9 +374,10 @@ fn engine_results_equal_mariadb() {
     let db = Db::create(ORDERS_DDL);
     oracle_detects_differences(&db);
     let mut runner = proptest::test_runner::TestRunner::new(config(64));
-    let result = runner.run(&(steps(200), windows()), |(steps, sizes)| {
-        run_case(&db, &steps, &sizes)
-    });
+    let result = runner.run(
+        &(steps(200), windows(), any::<bool>()),
+        |(steps, sizes, chunked)| run_case(&db, &steps, &sizes, chunked),
+    );
     drop(db);
     if let Err(e) = result {
         panic!("{e}");

@@ -3,7 +3,7 @@
 //! value (decimal scales included), and no retraction ever misses.
 
 use crate::model::{engine, fold_results, recompute, steps, windows, Rows, Table};
-use mdp_report::{ApplyStats, MemoryStateStore};
+use mdp_report::{ApplyStats, ChunkSizes, Engine, MemoryStateStore};
 use mdp_types::{ChangeEvent, Value};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -26,6 +26,21 @@ pub fn config(cases: u32) -> Config {
         failure_persistence: None,
         ..Config::default()
     }
+}
+
+/// `engine` as shipped, or (`chunked`) with chunk sizes so small that the
+/// generated groups' MIN, MAX and COUNT(DISTINCT) multisets are stored in
+/// chunks, split, emptied and brought back inline.
+pub fn sized(engine: Engine, chunked: bool) -> Engine {
+    if !chunked {
+        return engine;
+    }
+    engine.with_chunk_sizes(ChunkSizes {
+        spill_above: 2,
+        inline_at_most: 1,
+        chunk_max: 3,
+        chunk_fill: 2,
+    })
 }
 
 fn assert_clean(stats: &ApplyStats) -> Result<(), TestCaseError> {
@@ -59,8 +74,8 @@ proptest! {
     #![proptest_config(config(1000))]
 
     #[test]
-    fn incremental_results_equal_a_recompute(steps in steps(100), sizes in windows()) {
-        let engine = engine();
+    fn incremental_results_equal_a_recompute(steps in steps(100), sizes in windows(), chunked in any::<bool>()) {
+        let engine = sized(engine(), chunked);
         let mut store = MemoryStateStore::new();
         let mut table = Table::default();
         let mut served = BTreeMap::new();
