@@ -296,11 +296,15 @@ impl AccState {
                 let Some(key) = multiset_key(kind, v) else {
                     return true;
                 };
-                let e = m.map.entry(key.clone()).or_insert(0);
+                // A chunk is read before a value it holds is folded.
+                let Some(map) = m.map_for(&key) else {
+                    return false;
+                };
+                let e = map.entry(key.clone()).or_insert(0);
                 *e += w;
                 let ok = *e >= 0;
                 if *e <= 0 {
-                    m.map.remove(&key);
+                    map.remove(&key);
                 }
                 ok
             }
@@ -323,14 +327,8 @@ impl AccState {
             (_, AccState::Sum(s)) => s.sum(),
             // A chunked multiset has the chunks of its extremes loaded
             // before results are read (see `crate::spill`).
-            (AggKind::Min, AccState::Multiset(m)) => {
-                m.map.keys().next().map_or(Datum::Null, |k| k.0.clone())
-            }
-            (AggKind::Max, AccState::Multiset(m)) => m
-                .map
-                .keys()
-                .next_back()
-                .map_or(Datum::Null, |k| k.0.clone()),
+            (AggKind::Min, AccState::Multiset(m)) => m.first().map_or(Datum::Null, |k| k.0.clone()),
+            (AggKind::Max, AccState::Multiset(m)) => m.last().map_or(Datum::Null, |k| k.0.clone()),
             (_, AccState::Multiset(m)) => Datum::Int(m.len() as i64),
         }
     }
@@ -409,30 +407,16 @@ impl AccState {
                 true
             }
             (AccState::Sum(a), AccState::Sum(b)) => a.add_scaled(b, sign),
-            (AccState::Multiset(a), AccState::Multiset(b)) => {
-                // Chunks of `b` not read would be left out.
-                if !b.is_complete() {
-                    return false;
-                }
-                for (v, w) in &b.map {
-                    let e = a.map.entry(v.clone()).or_insert(0);
-                    *e += sign * w;
-                    if *e == 0 {
-                        a.map.remove(v);
-                    }
-                }
-                true
-            }
+            // Chunks of `b` not read would be left out, and chunks of `a` not
+            // read cannot take values.
+            (AccState::Multiset(a), AccState::Multiset(b)) => a.add_all(b, sign),
             _ => false,
         }
     }
 }
 
 /// `new − old` entry by entry (zero entries left out), walking both in order.
-fn multiset_diff(
-    new: &BTreeMap<OrdValue, i64>,
-    old: &BTreeMap<OrdValue, i64>,
-) -> BTreeMap<OrdValue, i64> {
+fn multiset_diff(new: &Multiset, old: &Multiset) -> BTreeMap<OrdValue, i64> {
     let mut out = Vec::new();
     let (mut a, mut b) = (new.iter().peekable(), old.iter().peekable());
     loop {
@@ -497,7 +481,7 @@ impl GroupState {
                 // multiset. Of a chunked multiset, both sides hold the
                 // same chunks (those read in this call).
                 *acc = AccState::Multiset(Multiset {
-                    map: multiset_diff(&n.map, &o.map),
+                    map: multiset_diff(n, o),
                     chunks: None,
                 });
                 continue;
@@ -558,7 +542,7 @@ impl GroupState {
                 AccState::Sum(s) => {
                     s.count >= 0 && s.float_count >= 0 && s.dec_scales.values().all(|w| *w > 0)
                 }
-                AccState::Multiset(m) => m.map.values().all(|w| *w > 0),
+                AccState::Multiset(m) => m.iter().all(|(_, w)| *w > 0),
             })
     }
 }

@@ -278,7 +278,7 @@ impl Ctx for GroupCtx<'_> {
     }
 }
 
-fn store_err<E: std::error::Error + Send + Sync + 'static>(
+pub(crate) fn store_err<E: std::error::Error + Send + Sync + 'static>(
     operation: &'static str,
 ) -> impl FnOnce(E) -> EngineError {
     move |e| EngineError::Store {
@@ -2057,6 +2057,7 @@ mod tests {
             inline_at_most: 2,
             chunk_max: 4,
             chunk_fill: 3,
+            range_read_from: 4,
         });
         let mut st = CountingStore::default();
         let order = |id: i64| row(id, 7, "paid", &format!("{id}.00"), "2026-11-20");

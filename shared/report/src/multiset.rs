@@ -15,7 +15,6 @@
 
 use crate::agg::OrdValue;
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 /// When the MIN, MAX and COUNT(DISTINCT) multisets of a group are stored
 /// in chunks ([`crate::Engine::with_chunk_sizes`]).
@@ -32,6 +31,10 @@ pub struct ChunkSizes {
     /// Entries per chunk when a multiset or an overfull chunk is split (at
     /// most `chunk_max`).
     pub chunk_fill: usize,
+    /// From this many chunks of one multiset to read at once (and at least
+    /// half of those not read yet), one range read of all its chunks
+    /// replaces the reads one by one.
+    pub range_read_from: usize,
 }
 
 impl Default for ChunkSizes {
@@ -43,6 +46,7 @@ impl Default for ChunkSizes {
             inline_at_most: 64,
             chunk_max: 128,
             chunk_fill: 64,
+            range_read_from: 8,
         }
     }
 }
@@ -58,6 +62,7 @@ impl ChunkSizes {
             inline_at_most: self.inline_at_most.min(spill_above - 1),
             chunk_max,
             chunk_fill: self.chunk_fill.clamp(1, chunk_max),
+            range_read_from: self.range_read_from.max(1),
         }
     }
 }
@@ -65,8 +70,7 @@ impl ChunkSizes {
 /// Value → Σw, zero entries removed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Multiset {
-    /// Every entry of an inline multiset; of a chunked one, the entries of
-    /// the chunks loaded so far (with this call's changes).
+    /// Every entry of an inline multiset; empty when it is stored in chunks.
     pub map: BTreeMap<OrdValue, i64>,
     /// The chunk directory of a multiset stored in chunks.
     pub chunks: Option<Chunks>,
@@ -90,21 +94,29 @@ pub(crate) struct Chunk {
     pub id: u64,
     /// Entries stored in the chunk.
     pub len: u64,
-    /// The chunk's stored bytes once loaded in this call.
-    pub loaded: Option<Vec<u8>>,
+    /// The chunk once read in this call.
+    pub loaded: Option<Loaded>,
+}
+
+/// A chunk read in this call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Loaded {
+    /// The bytes as stored (a chunk is rewritten only when they change).
+    pub bytes: Vec<u8>,
+    /// Its entries, with this call's changes.
+    pub map: BTreeMap<OrdValue, i64>,
 }
 
 impl Multiset {
     /// Number of distinct values held (stored and changed in this call).
     pub(crate) fn len(&self) -> u64 {
-        let unloaded: u64 = self.chunks.as_ref().map_or(0, |c| {
+        let chunked: u64 = self.chunks.as_ref().map_or(0, |c| {
             c.dir
                 .iter()
-                .filter(|ch| ch.loaded.is_none())
-                .map(|ch| ch.len)
+                .map(|ch| ch.loaded.as_ref().map_or(ch.len, |l| l.map.len() as u64))
                 .sum()
         });
-        unloaded + self.map.len() as u64
+        chunked + self.map.len() as u64
     }
 
     /// Whether no value is held.
@@ -112,7 +124,7 @@ impl Multiset {
         self.len() == 0
     }
 
-    /// Whether every entry is in `map`.
+    /// Whether every entry is in memory.
     pub(crate) fn is_complete(&self) -> bool {
         self.chunks
             .as_ref()
@@ -127,14 +139,14 @@ impl Multiset {
             .saturating_sub(1)
     }
 
-    /// The chunk that must be loaded before `v` is folded, if any.
+    /// The chunk that must be read before `v` is folded, if any.
     pub(crate) fn chunk_to_load(&self, v: &OrdValue) -> Option<usize> {
         let chunks = self.chunks.as_ref()?;
         let i = Self::chunk_of(chunks, v);
         chunks.dir.get(i)?.loaded.is_none().then_some(i)
     }
 
-    /// The chunks not loaded yet.
+    /// The chunks not read yet.
     pub(crate) fn unloaded(&self) -> Vec<usize> {
         self.chunks.as_ref().map_or_else(Vec::new, |c| {
             (0..c.dir.len())
@@ -143,53 +155,135 @@ impl Multiset {
         })
     }
 
-    /// The chunk that must be loaded before the smallest (`max` = false) or
-    /// largest value can be read, if any: the first (last) chunk that is
-    /// not loaded or holds an entry, when it is not loaded.
+    /// The chunk that must be read before the smallest (`max` = false) or
+    /// largest value can be taken, if any: the first (last) chunk that is
+    /// not read or holds an entry, when it is not read.
     pub(crate) fn extreme_to_load(&self, max: bool) -> Option<usize> {
         let chunks = self.chunks.as_ref()?;
         let n = chunks.dir.len();
-        let order: Box<dyn Iterator<Item = usize>> = if max {
-            Box::new((0..n).rev())
-        } else {
-            Box::new(0..n)
-        };
-        for i in order {
-            if chunks.dir[i].loaded.is_none() {
-                return Some(i);
-            }
-            if self.map.range(Self::range(chunks, i)).next().is_some() {
-                return None;
+        for k in 0..n {
+            let i = if max { n - 1 - k } else { k };
+            match &chunks.dir[i].loaded {
+                None => return Some(i),
+                Some(l) if !l.map.is_empty() => return None,
+                Some(_) => {}
             }
         }
         None
     }
 
-    /// The values chunk `i` holds.
-    pub(crate) fn range(chunks: &Chunks, i: usize) -> (Bound<&OrdValue>, Bound<&OrdValue>) {
-        let lo = match i {
-            0 => Bound::Unbounded,
-            _ => Bound::Included(&chunks.dir[i].lower),
-        };
-        let hi = chunks
-            .dir
-            .get(i + 1)
-            .map_or(Bound::Unbounded, |next| Bound::Excluded(&next.lower));
-        (lo, hi)
+    /// Makes chunk `i` read: its stored `bytes` and the `entries` decoded
+    /// from them (in value order).
+    pub(crate) fn add_chunk(&mut self, i: usize, bytes: Vec<u8>, entries: Vec<(OrdValue, i64)>) {
+        if let Some(chunk) = self.chunks.as_mut().and_then(|c| c.dir.get_mut(i)) {
+            chunk.loaded = Some(Loaded {
+                bytes,
+                map: entries.into_iter().collect(),
+            });
+        }
     }
 
-    /// Adds the entries of chunk `i` as stored (`bytes`, `entries` decoded
-    /// from them).
-    pub(crate) fn add_chunk(&mut self, i: usize, bytes: Vec<u8>, entries: Vec<(OrdValue, i64)>) {
-        let Some(chunk) = self.chunks.as_mut().and_then(|c| c.dir.get_mut(i)) else {
-            return;
-        };
-        chunk.loaded = Some(bytes);
-        for (v, w) in entries {
-            // The chunk's values are not in `map` yet: values are folded
-            // only after their chunk is read.
-            *self.map.entry(v).or_insert(0) += w;
+    /// The map `v`'s entry is kept in: the inline map, or its chunk's;
+    /// `None` when that chunk has not been read.
+    pub(crate) fn map_for(&mut self, v: &OrdValue) -> Option<&mut BTreeMap<OrdValue, i64>> {
+        match self.chunks.as_mut() {
+            None => Some(&mut self.map),
+            Some(chunks) => {
+                let i = Self::chunk_of(chunks, v);
+                chunks.dir.get_mut(i)?.loaded.as_mut().map(|l| &mut l.map)
+            }
         }
+    }
+
+    /// The chunks not read yet that hold values of `other`, in order (one
+    /// walk of both).
+    pub(crate) fn chunks_for(&self, other: &Multiset) -> Vec<usize> {
+        let Some(chunks) = self.chunks.as_ref() else {
+            return Vec::new();
+        };
+        let mut out: Vec<usize> = Vec::new();
+        let mut i = 0;
+        for (v, _) in other.iter() {
+            while i + 1 < chunks.dir.len() && chunks.dir[i + 1].lower <= *v {
+                i += 1;
+            }
+            if chunks.dir[i].loaded.is_none() && out.last() != Some(&i) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Adds `sign` × every entry of `other` (all of it in memory), dropping
+    /// entries that reach zero, in one walk of both; false when `other` has
+    /// chunks not read or an entry falls in a chunk of `self` not read.
+    pub(crate) fn add_all(&mut self, other: &Multiset, sign: i64) -> bool {
+        if !other.is_complete() {
+            return false;
+        }
+        let Some(chunks) = self.chunks.as_mut() else {
+            for (v, w) in other.iter() {
+                bump(&mut self.map, v, sign * w);
+            }
+            return true;
+        };
+        let mut i = 0;
+        for (v, w) in other.iter() {
+            while i + 1 < chunks.dir.len() && chunks.dir[i + 1].lower <= *v {
+                i += 1;
+            }
+            let Some(l) = chunks.dir[i].loaded.as_mut() else {
+                return false;
+            };
+            bump(&mut l.map, v, sign * w);
+        }
+        true
+    }
+
+    /// The entries in memory, in value order: all of them unless chunks
+    /// are left unread.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&OrdValue, &i64)> {
+        self.map.iter().chain(
+            self.chunks
+                .iter()
+                .flat_map(|c| c.dir.iter())
+                .filter_map(|ch| ch.loaded.as_ref())
+                .flat_map(|l| l.map.iter()),
+        )
+    }
+
+    /// The smallest value (its chunk read, see [`Self::extreme_to_load`]).
+    pub(crate) fn first(&self) -> Option<&OrdValue> {
+        self.iter().next().map(|(v, _)| v)
+    }
+
+    /// The largest value (its chunk read, see [`Self::extreme_to_load`]).
+    pub(crate) fn last(&self) -> Option<&OrdValue> {
+        match &self.chunks {
+            None => self.map.keys().next_back(),
+            Some(c) => c
+                .dir
+                .iter()
+                .rev()
+                .filter_map(|ch| ch.loaded.as_ref())
+                .find_map(|l| l.map.keys().next_back()),
+        }
+    }
+}
+
+/// Adds `d` to `v`'s entry, removing it at zero.
+fn bump(map: &mut BTreeMap<OrdValue, i64>, v: &OrdValue, d: i64) {
+    match map.get_mut(v) {
+        Some(e) => {
+            *e += d;
+            if *e == 0 {
+                map.remove(v);
+            }
+        }
+        None if d != 0 => {
+            map.insert(v.clone(), d);
+        }
+        None => {}
     }
 }
 
@@ -261,12 +355,29 @@ mod tests {
         assert_eq!(m.extreme_to_load(false), None);
         assert_eq!(m.len(), 6);
         // The first chunk's values all leave: the minimum is in chunk 1.
-        m.map.clear();
+        for x in [10, 12] {
+            if let Some(map) = m.map_for(&v(x)) {
+                map.remove(&v(x));
+            }
+        }
         assert_eq!(m.extreme_to_load(false), Some(1));
         m.add_chunk(1, vec![2], vec![(v(21), 1), (v(25), 2)]);
         assert_eq!(m.extreme_to_load(false), None);
-        assert_eq!(m.map.keys().next(), Some(&v(21)));
+        assert_eq!(m.first(), Some(&v(21)));
         assert_eq!(m.len(), 4);
+        // A value of a chunk not read has no map to go to.
+        assert!(m.map_for(&v(31)).is_none());
+        m.add_chunk(2, vec![3], vec![(v(30), 1), (v(33), 1)]);
+        assert_eq!(m.last(), Some(&v(33)));
+        assert!(m.is_complete());
+        let all: Vec<i64> = m
+            .iter()
+            .filter_map(|(x, _)| match x.0 {
+                Datum::Int(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(all, [21, 25, 30, 33]);
     }
 
     #[test]

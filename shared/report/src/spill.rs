@@ -5,7 +5,7 @@
 //! under (`{ns}#values`, `{key}␟{accumulator}␟{chunk id}`). The engine reads
 //! a chunk before it folds a value the chunk holds, before it adds a whole
 //! sub-aggregate, and, for MIN and MAX, before it reads the result; all
-//! other chunks stay on disk. When the call ends, [`write_group`] rewrites
+//! other chunks stay on disk. When the call ends, [`At::write_group`] rewrites
 //! the chunks that changed (splitting overfull ones, dropping empty ones),
 //! moves a grown multiset into chunks or a shrunk one back inline, writes
 //! the group's own blob and deletes the chunks no longer in use.
@@ -13,10 +13,11 @@
 use crate::agg::{multiset_key, AccState, AggKind, AggSpec, GroupState};
 use crate::codec;
 use crate::datum::Datum;
+use crate::engine::store_err;
 use crate::error::EngineError;
-use crate::multiset::{pieces, Chunk, ChunkSizes, Chunks, Multiset};
+use crate::multiset::{pieces, Chunk, ChunkSizes, Chunks, Loaded, Multiset};
 use crate::store::StateStore;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Where the chunks of the groups stored under namespace `ns` are kept.
 fn chunk_namespace(ns: &str) -> String {
@@ -25,15 +26,6 @@ fn chunk_namespace(ns: &str) -> String {
 
 fn chunk_key(key: &str, acc: usize, id: u64) -> String {
     format!("{key}\u{1f}{acc}\u{1f}{id}")
-}
-
-fn store_err<E: std::error::Error + Send + Sync + 'static>(
-    operation: &'static str,
-) -> impl FnOnce(E) -> EngineError {
-    move |e| EngineError::Store {
-        operation,
-        source: Box::new(e),
-    }
 }
 
 /// The group (`ns`, `key`) a chunk operation is for.
@@ -74,6 +66,59 @@ impl At<'_> {
         Ok(())
     }
 
+    /// Reads chunks `wanted` (not read yet) of the multiset of accumulator
+    /// `acc`: one by one, or when they are many, every chunk of the
+    /// multiset with one range read.
+    fn load_many<S: StateStore>(
+        &self,
+        store: &mut S,
+        acc: usize,
+        m: &mut Multiset,
+        wanted: Vec<usize>,
+    ) -> Result<(), EngineError> {
+        // A range read returns every chunk: worth it when most are wanted.
+        if wanted.len() < self.sizes.range_read_from || 2 * wanted.len() < m.unloaded().len() {
+            for i in wanted {
+                self.load(store, acc, m, i)?;
+            }
+            return Ok(());
+        }
+        let Some(chunks) = m.chunks.as_ref() else {
+            return Ok(());
+        };
+        let by_id: HashMap<u64, usize> = wanted.iter().map(|&i| (chunks.dir[i].id, i)).collect();
+        let prefix = chunk_key(self.key, acc, 0);
+        let prefix = &prefix[..prefix.len() - 1];
+        let stored = store
+            .groups_with_prefix(&chunk_namespace(self.ns), prefix)
+            .map_err(store_err("groups_with_prefix"))?;
+        let mut found = 0;
+        for (key, bytes) in stored {
+            let Some(&i) = key[prefix.len()..]
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| by_id.get(&id))
+            else {
+                continue;
+            };
+            let entries = codec::decode_chunk(&bytes).map_err(|e| {
+                self.corrupt(format!(
+                    "chunk {} of accumulator {acc}: {e}",
+                    &key[prefix.len()..]
+                ))
+            })?;
+            m.add_chunk(i, bytes, entries);
+            found += 1;
+        }
+        if found != by_id.len() {
+            return Err(self.corrupt(format!(
+                "{} chunks of accumulator {acc} are missing",
+                by_id.len() - found
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads every chunk of `m` not read yet.
     fn load_all_of<S: StateStore>(
         &self,
@@ -81,10 +126,8 @@ impl At<'_> {
         acc: usize,
         m: &mut Multiset,
     ) -> Result<(), EngineError> {
-        for i in m.unloaded() {
-            self.load(store, acc, m, i)?;
-        }
-        Ok(())
+        let wanted = m.unloaded();
+        self.load_many(store, acc, m, wanted)
     }
 
     /// Reads the chunks holding the values of `args` (one per aggregate)
@@ -126,15 +169,8 @@ impl At<'_> {
             if m.chunks.is_none() {
                 continue;
             }
-            let mut wanted = BTreeSet::new();
-            for v in o.map.keys() {
-                if let Some(i) = m.chunk_to_load(v) {
-                    wanted.insert(i);
-                }
-            }
-            for i in wanted {
-                self.load(store, acc, m, i)?;
-            }
+            let wanted = m.chunks_for(o);
+            self.load_many(store, acc, m, wanted)?;
         }
         Ok(())
     }
@@ -203,13 +239,21 @@ impl At<'_> {
                 self.load_all_of(store, acc, m)?;
                 continue;
             };
+            // Inline, with the read chunks' entries only: enough to be
+            // compared with `new` (which holds only those chunks too).
+            let mut entries = Vec::new();
             for ch in &read.dir {
-                if let Some(bytes) = &ch.loaded {
-                    let entries = codec::decode_chunk(bytes)
-                        .map_err(|e| self.corrupt(format!("chunk {}: {e}", ch.id)))?;
-                    m.map.extend(entries);
+                if let Some(l) = &ch.loaded {
+                    entries.extend(
+                        codec::decode_chunk(&l.bytes)
+                            .map_err(|e| self.corrupt(format!("chunk {}: {e}", ch.id)))?,
+                    );
                 }
             }
+            *m = Multiset {
+                map: entries.into_iter().collect(),
+                chunks: None,
+            };
         }
         Ok(old)
     }
@@ -313,7 +357,8 @@ impl At<'_> {
             for i in pending {
                 self.load(store, acc, m, i)?;
             }
-            m.chunks = None;
+            let map = m.iter().map(|(v, w)| (v.clone(), *w)).collect();
+            *m = Multiset { map, chunks: None };
             return Ok(false);
         }
         let Some(chunks) = m.chunks.take() else {
@@ -321,20 +366,13 @@ impl At<'_> {
         };
         let mut dir = Vec::with_capacity(chunks.dir.len());
         let mut next_id = chunks.next_id;
-        for (i, ch) in chunks.dir.iter().enumerate() {
-            let Some(stored) = &ch.loaded else {
+        for ch in chunks.dir {
+            let Some(Loaded { bytes: stored, map }) = ch.loaded else {
                 ids.insert((acc, ch.id));
-                dir.push(Chunk {
-                    loaded: None,
-                    ..ch.clone()
-                });
+                dir.push(ch);
                 continue;
             };
-            let entries: Vec<_> = m
-                .map
-                .range(Multiset::range(&chunks, i))
-                .map(|(v, w)| (v.clone(), *w))
-                .collect();
+            let entries: Vec<_> = map.into_iter().collect();
             // An emptied chunk is dropped; its range joins the previous one.
             let split = pieces(entries, self.sizes.chunk_max, self.sizes.chunk_fill);
             for (k, piece) in split.into_iter().enumerate() {
@@ -348,7 +386,7 @@ impl At<'_> {
                     (next_id - 1, first)
                 };
                 let bytes = chunk_bytes(&piece);
-                if k > 0 || bytes != *stored {
+                if k > 0 || bytes != stored {
                     put(store, id, &bytes)?;
                     written = true;
                 }
@@ -361,7 +399,6 @@ impl At<'_> {
                 });
             }
         }
-        m.map.clear();
         m.chunks = (!dir.is_empty()).then_some(Chunks { dir, next_id });
         Ok(written)
     }

@@ -40,6 +40,7 @@ pub fn sized(engine: Engine, chunked: bool) -> Engine {
         inline_at_most: 1,
         chunk_max: 3,
         chunk_fill: 2,
+        range_read_from: 2,
     })
 }
 
