@@ -22,7 +22,8 @@
 //! (`mysql://root@127.0.0.1:3306`, `off` to skip), `MDP_BENCH_ENGINE_BASELINE_ORDERS`
 //! (1000000), `MDP_BENCH_ENGINE_REFRESHES` (3), `MDP_BENCH_ENGINE_REFRESH_BUDGET_S` (70,
 //! no further refresh starts past it), `MDP_BENCH_ENGINE_SEED` (42),
-//! `MDP_BENCH_ENGINE_REPORTS` (report names to keep, comma separated; default all).
+//! `MDP_BENCH_ENGINE_REPORTS` (report names to keep, comma separated; default all),
+//! `MDP_BENCH_ENGINE_CHUNK_MAX` (largest multiset chunk; default the engine's).
 
 mod day;
 mod interrupt;
@@ -35,7 +36,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use day::{DayConfig, DayGenerator, OrderSample};
 use mdp_e2e::workload::{Planner, Snapshot, WorkloadConfig};
-use mdp_report::{ApplyStats, Engine, ReportSet, TenantColumns};
+use mdp_report::{ApplyStats, ChunkSizes, Engine, ReportSet, TenantColumns};
 use mdp_types::{ChangeEvent, Window};
 use mdp_window_compute::state::{PartitionState, SqliteStore};
 use measure::{load_average, ms, sqlite_bytes, thousands, thread_cpu, Machine, Timings};
@@ -67,6 +68,8 @@ struct Settings {
     baseline_orders: u64,
     refreshes: usize,
     seed: u64,
+    /// Largest chunk of a multiset stored in chunks (0: the engine's default).
+    chunk_max: usize,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -116,6 +119,7 @@ impl Settings {
             baseline_orders: env_or("MDP_BENCH_ENGINE_BASELINE_ORDERS", 1_000_000)?,
             refreshes: env_or::<usize>("MDP_BENCH_ENGINE_REFRESHES", 3)?.max(1),
             seed: env_or("MDP_BENCH_ENGINE_SEED", 42)?,
+            chunk_max: env_or("MDP_BENCH_ENGINE_CHUNK_MAX", 0)?,
         })
     }
 
@@ -639,7 +643,18 @@ fn main() -> anyhow::Result<()> {
     if set.reports().is_empty() {
         anyhow::bail!("no report loaded");
     }
-    let engine = Engine::new(set.clone());
+    let mut engine = Engine::new(set.clone());
+    if s.chunk_max > 0 {
+        // Chunks of chunk_max/2 to chunk_max values; inline up to twice that.
+        engine = engine.with_chunk_sizes(ChunkSizes {
+            spill_above: 2 * s.chunk_max,
+            inline_at_most: s.chunk_max / 2,
+            chunk_max: s.chunk_max,
+            chunk_fill: s.chunk_max / 2,
+            ..ChunkSizes::default()
+        });
+        println!("multiset chunks of up to {} values", s.chunk_max);
+    }
 
     println!("\n[1/3] per-window compute as the day grows");
     let mut stages = Vec::new();
