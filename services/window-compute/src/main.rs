@@ -3,6 +3,12 @@
 use anyhow::Context;
 use mdp_window_compute::{configuration, Application, SERVICE};
 
+/// Windows allocate and free many small values (decoded states, chunk
+/// maps, row images); mimalloc serves them faster than the system
+/// allocator (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let settings = configuration::load().context("failed to load the configuration")?;

@@ -46,6 +46,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the window-compute binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fewest windows measured at a day size, whatever the budget.
 const MIN_WINDOWS: usize = 10;
 /// Orders generated and applied per build transaction.
