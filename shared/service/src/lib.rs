@@ -6,6 +6,7 @@
 
 mod context;
 mod heartbeat;
+mod params;
 mod routes;
 mod shutdown;
 
@@ -13,5 +14,6 @@ pub use context::{instance_id, PartitionsOwned, Readiness, ServiceContext, Stats
 pub use heartbeat::{
     declare_fanout_exchanges, spawn_heartbeat, HeartbeatActor, HEARTBEAT_INTERVAL,
 };
+pub use params::{single_param, ParamError};
 pub use routes::{common_routes, health_routes, status};
 pub use shutdown::{serve_until_cancelled, shutdown_signal};

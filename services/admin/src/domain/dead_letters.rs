@@ -59,8 +59,8 @@ pub enum RequestError {
     Stage(String),
     #[error("limit: {0}")]
     Limit(String),
-    #[error("{0}: unknown parameter (expected limit)")]
-    Unknown(String),
+    #[error(transparent)]
+    Param(#[from] mdp_service::ParamError),
     #[error("query: {0}")]
     Query(String),
 }
@@ -80,23 +80,19 @@ pub fn parse_stage(value: &str) -> Result<Stage, RequestError> {
 /// The `limit` of a replay from the query parameters: 1 to
 /// [`MAX_REPLAY_LIMIT`], [`DEFAULT_REPLAY_LIMIT`] when absent.
 pub fn parse_replay_limit(params: &[(String, String)]) -> Result<u32, RequestError> {
-    if let Some((name, _)) = params.iter().find(|(k, _)| k != "limit") {
-        return Err(RequestError::Unknown(name.clone()));
-    }
+    let Some(value) = mdp_service::single_param(params, "limit")? else {
+        return Ok(DEFAULT_REPLAY_LIMIT);
+    };
     let range = || format!("must be between 1 and {MAX_REPLAY_LIMIT}");
-    match params {
-        [] => Ok(DEFAULT_REPLAY_LIMIT),
-        [(_, value)] => match value.trim().parse::<u64>() {
-            Ok(n) if (1..=u64::from(MAX_REPLAY_LIMIT)).contains(&n) => {
-                u32::try_from(n).map_err(|_| RequestError::Limit(range()))
-            }
-            Ok(n) => Err(RequestError::Limit(format!("{n} {}", range()))),
-            Err(_) => Err(RequestError::Limit(format!(
-                "'{value}' is not a whole number ({})",
-                range()
-            ))),
-        },
-        _ => Err(RequestError::Limit("given more than once".into())),
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=u64::from(MAX_REPLAY_LIMIT)).contains(&n) => {
+            u32::try_from(n).map_err(|_| RequestError::Limit(range()))
+        }
+        Ok(n) => Err(RequestError::Limit(format!("{n} {}", range()))),
+        Err(_) => Err(RequestError::Limit(format!(
+            "'{value}' is not a whole number ({})",
+            range()
+        ))),
     }
 }
 

@@ -44,24 +44,18 @@ impl ResponseError for HoldError {
 
 /// The window to skip from the query: exactly one `skip_window`, a window id.
 pub fn parse_skip_window(params: &[(String, String)]) -> Result<WindowId, HoldError> {
-    if let Some((name, _)) = params.iter().find(|(k, _)| k != "skip_window") {
-        return Err(HoldError::Invalid(format!(
-            "{name}: unknown parameter (expected skip_window)"
-        )));
-    }
-    match params {
-        [] => Err(HoldError::Invalid(
-            "skip_window: required (the parked window the partition is held at)".into(),
-        )),
-        [(_, value)] => match value.trim().parse::<WindowId>() {
-            Ok(id) if id > 0 => Ok(id),
-            _ => Err(HoldError::Invalid(format!(
-                "skip_window: '{value}' is not a window id"
-            ))),
-        },
-        _ => Err(HoldError::Invalid(
-            "skip_window: given more than once".into(),
-        )),
+    let value = mdp_service::single_param(params, "skip_window")
+        .map_err(|e| HoldError::Invalid(e.to_string()))?
+        .ok_or_else(|| {
+            HoldError::Invalid(
+                "skip_window: required (the parked window the partition is held at)".into(),
+            )
+        })?;
+    match value.trim().parse::<WindowId>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(HoldError::Invalid(format!(
+            "skip_window: '{value}' is not a window id"
+        ))),
     }
 }
 
