@@ -378,9 +378,7 @@ impl Worker {
     /// The span of a computation: a child of the first window's trace, linked
     /// to the traces of the other windows merged into it.
     fn span(&self, batch: &[Pending]) -> tracing::Span {
-        let first = batch.first().map(|p| p.window.id).unwrap_or_default();
-        let last = batch.last().map(|p| p.window.id).unwrap_or_default();
-        let changes: usize = batch.iter().map(|p| p.window.changes.len()).sum();
+        let (first, last, changes) = extent(batch.iter().map(|p| &*p.window));
         let span = tracing::info_span!(
             "compute_windows",
             partition = self.partition,
@@ -844,9 +842,7 @@ impl Worker {
     }
 
     async fn compute_held(&mut self, held: &[HeldWindow]) -> Result<HeldComputed, ConsumerExit> {
-        let first = held.first().map(|h| h.window.id).unwrap_or_default();
-        let last = held.last().map(|h| h.window.id).unwrap_or_default();
-        let changes: usize = held.iter().map(|h| h.window.changes.len()).sum();
+        let (first, last, changes) = extent(held.iter().map(|h| &*h.window));
         let span = tracing::info_span!(
             "compute_held_windows",
             partition = self.partition,
@@ -1003,6 +999,15 @@ impl Worker {
             }
         });
     }
+}
+
+/// First and last window id and the number of changes of a computation's
+/// windows (for its span).
+fn extent<'w>(windows: impl Iterator<Item = &'w Window>) -> (WindowId, WindowId, usize) {
+    windows.fold((0, 0, 0), |(first, _, changes), w| {
+        let first = if first == 0 { w.id } else { first };
+        (first, w.id, changes + w.changes.len())
+    })
 }
 
 /// Waits `delay` before a retry; `Err(Cancelled)` when the service stops first.
