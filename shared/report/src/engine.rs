@@ -17,7 +17,7 @@ use crate::multiset::ChunkSizes;
 use crate::report::Report;
 use crate::rollup::{self, Rollup};
 use crate::set::ReportSet;
-use crate::spill::At;
+use crate::spill::{chunk_ids, At, ChunkIds};
 use crate::store::{IndexEntry, RowIndex, StateStore};
 use mdp_types::result::key_text;
 use mdp_types::{ChangeEvent, Op, PartialDelta, ResultRow, Row, Value};
@@ -162,6 +162,8 @@ struct Output {
 struct Touched {
     /// The stored bytes as loaded (writes are skipped when unchanged).
     loaded: Option<Vec<u8>>,
+    /// The multiset chunks the stored state refers to.
+    chunks: ChunkIds,
     /// The group's visible row before this call.
     old: Option<Output>,
     /// The current state; `None` once the group has no rows.
@@ -172,6 +174,8 @@ struct Touched {
 struct SubTouched {
     /// The stored bytes as loaded (writes are skipped when unchanged).
     loaded: Option<Vec<u8>>,
+    /// The multiset chunks the stored state refers to.
+    chunks: ChunkIds,
     /// The current state; `None` once it has no rows.
     state: Option<GroupState>,
 }
@@ -694,6 +698,7 @@ impl Engine {
                 self.at(&ru.namespace, &key).write_group(
                     store,
                     t.loaded.as_deref(),
+                    &t.chunks,
                     t.state.as_mut(),
                 )?;
             }
@@ -712,14 +717,14 @@ impl Engine {
                 }
                 if partial {
                     let delta = self.partial_delta(store, report, &key_text, &t)?;
-                    at.write_group(store, t.loaded.as_deref(), t.state.as_mut())?;
+                    at.write_group(store, t.loaded.as_deref(), &t.chunks, t.state.as_mut())?;
                     if let Some(delta) = delta {
                         partials.push(delta);
                     }
                     continue;
                 }
                 let new = t.state.as_ref().and_then(|s| output(plan, s));
-                at.write_group(store, t.loaded.as_deref(), t.state.as_mut())?;
+                at.write_group(store, t.loaded.as_deref(), &t.chunks, t.state.as_mut())?;
                 let row = match (t.old, new) {
                     (None, None) => None,
                     (Some(old), None) => Some((old.key, Vec::new(), true)),
@@ -813,13 +818,19 @@ impl Engine {
                     .load_group(&report.name, v.key())
                     .map_err(store_err("load_group"))?;
                 let mut state = decode_state(report, v.key(), loaded.as_deref())?;
+                let chunks = state.as_ref().map(chunk_ids).unwrap_or_default();
                 if let Some(st) = state.as_mut() {
                     self.at(&report.name, v.key())
                         .load_extremes(store, st, &report.plan.aggs)?;
                 }
                 let old = state.as_ref().and_then(|s| output(&report.plan, s));
                 stats.groups_touched += 1;
-                Ok(v.insert(Touched { loaded, old, state }))
+                Ok(v.insert(Touched {
+                    loaded,
+                    chunks,
+                    old,
+                    state,
+                }))
             }
         }
     }
@@ -879,6 +890,7 @@ impl Engine {
                 continue;
             }
             let mut state = decode_state(report, &key_text, Some(&bytes))?;
+            let chunks = state.as_ref().map(chunk_ids).unwrap_or_default();
             if let Some(st) = state.as_mut() {
                 self.at(&report.name, &key_text)
                     .load_extremes(run.store, st, &report.plan.aggs)?;
@@ -889,6 +901,7 @@ impl Engine {
                 key_text,
                 Touched {
                     loaded: Some(bytes),
+                    chunks,
                     old,
                     state: None,
                 },
@@ -1108,7 +1121,12 @@ impl Engine {
                     Some(bytes) => Some(decode_sub(report, ru, v.key(), bytes)?),
                     None => None,
                 };
-                v.insert(SubTouched { loaded, state })
+                let chunks = state.as_ref().map(chunk_ids).unwrap_or_default();
+                v.insert(SubTouched {
+                    loaded,
+                    chunks,
+                    state,
+                })
             }
         };
         if let Some(st) = sub.state.as_mut() {

@@ -260,18 +260,16 @@ impl At<'_> {
 
     /// Writes the state of the group at the end of a call: its chunks, then
     /// its blob (`None` deletes the group), then deletes chunks no longer in
-    /// use. `loaded` is the blob as read at the start of the call. Returns
-    /// the blob written (or kept) and whether anything was written.
+    /// use. `loaded` is the blob as read at the start of the call and
+    /// `old_ids` the chunks it refers to ([`chunk_ids`]). Returns whether
+    /// anything was written.
     pub(crate) fn write_group<S: StateStore>(
         &self,
         store: &mut S,
         loaded: Option<&[u8]>,
+        old_ids: &ChunkIds,
         state: Option<&mut GroupState>,
     ) -> Result<bool, EngineError> {
-        let old_ids = match loaded {
-            Some(bytes) => chunk_ids(&codec::decode(bytes).map_err(|e| self.corrupt(e))?),
-            None => BTreeSet::new(),
-        };
         let mut changed = false;
         let mut new_ids = BTreeSet::new();
         let bytes = match state {
@@ -417,8 +415,11 @@ fn same_directory(a: &Chunks, b: &Chunks) -> bool {
             .all(|(x, y)| x.id == y.id && x.lower == y.lower && x.len == y.len)
 }
 
-/// (accumulator, chunk id) of every chunk a stored state refers to.
-fn chunk_ids(st: &GroupState) -> BTreeSet<(usize, u64)> {
+/// (accumulator, chunk id) of chunks.
+pub(crate) type ChunkIds = BTreeSet<(usize, u64)>;
+
+/// Every chunk a stored state refers to.
+pub(crate) fn chunk_ids(st: &GroupState) -> ChunkIds {
     let mut ids = BTreeSet::new();
     for (acc, state) in st.accs.iter().enumerate() {
         if let AccState::Multiset(Multiset {
