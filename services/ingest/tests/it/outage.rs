@@ -192,7 +192,12 @@ async fn a_snapshot_never_confirmed_is_redone_on_the_next_start() {
     .await;
     broker
         .wait_for("the redone snapshot", Duration::from_secs(30), |b| {
-            b.events().iter().filter(|e| e.op == Op::Snapshot).count() == 2
+            // Partition queues are consumed independently: wait for every
+            // partition's resets, not only for the rows.
+            let events = b.events();
+            events.iter().filter(|e| e.op == Op::Snapshot).count() >= 2
+                && events.iter().filter(|e| e.op == Op::Reset).count()
+                    >= (crate::helpers::PARTITIONS * 3) as usize
         })
         .await;
     let events = broker.events();
