@@ -572,6 +572,25 @@ mod tests {
         .expect("append");
     }
 
+    /// Opens the log again after the test dropped it: sled's background
+    /// threads release the directory's file lock shortly after the drop, so
+    /// a busy lock is retried for up to 5 s.
+    async fn reopen(dir: &Path) -> KvLog {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match KvLog::open(dir) {
+                Ok(log) => return log,
+                Err(e)
+                    if format!("{e:?}").contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("reopen: {e:?}"),
+            }
+        }
+    }
+
     fn sealed(partition: u32, id: u64, first: u64, last: u64) -> WindowRecord {
         WindowRecord::sealed(
             partition,
@@ -600,7 +619,7 @@ mod tests {
             append(&log, 4, 1, &events[..1], &[]);
             log.flush().await.expect("flush");
         }
-        let log = KvLog::open(dir.path()).expect("reopen");
+        let log = reopen(dir.path()).await;
         let meta = log.meta(3).expect("meta");
         assert_eq!(meta.next_seq, 6);
         assert_eq!(meta.last_position.map(|p| p.offset), Some(50));
@@ -654,7 +673,7 @@ mod tests {
             append(&log, 0, 6, &events[5..], &[open]);
             log.flush().await.expect("flush");
         }
-        let log = KvLog::open(dir.path()).expect("reopen");
+        let log = reopen(dir.path()).await;
         let r = log.recover(0).expect("recover");
         assert_eq!(r.meta.next_seq, 9);
         assert_eq!(r.last_closed.as_ref().map(|w| w.id), Some(3));
@@ -707,7 +726,7 @@ mod tests {
             log.put_windows(&[sealed(2, 2, 3, 5)]).expect("windows");
             log.flush().await.expect("flush");
         }
-        let log = KvLog::open(dir.path()).expect("reopen");
+        let log = reopen(dir.path()).await;
         let r = log.recover(2).expect("recover");
         assert_eq!(r.meta.next_seq, 4);
         assert_eq!(r.meta.last_position.map(|p| p.offset), Some(30));
