@@ -1005,13 +1005,40 @@ impl Compiler<'_> {
         let is_tenant = |e: &Expr| matches!(e, Expr::Col(c) if c.rel == 0 && c.name == tenant);
         // A report that does not GROUP BY the tenant column is not keyed by
         // merchant: its groups span partitions and are merged by result-writer.
-        let tenant_key = group_exprs.iter().position(is_tenant);
-        // Grouping by a joined table's tenant column instead of the fact
-        // table's is a report per merchant keyed the wrong way.
-        let joined_tenant = group_exprs.iter().any(|e| {
-            matches!(e, Expr::Col(c) if c.rel != 0
-                && self.relations.get(c.rel).is_some_and(|r| c.name == tenants.of(&r.table).to_lowercase()))
-        });
+        let mut tenant_key = group_exprs.iter().position(is_tenant);
+        let joined_tenant_at = |e: &Expr| match e {
+            Expr::Col(c) if c.rel != 0 => {
+                let r = self.relations.get(c.rel)?;
+                let kind = self.joins.iter().find(|j| j.rel == c.rel)?.kind;
+                (c.name == tenants.of(&r.table).to_lowercase()).then_some((kind, c.loc))
+            }
+            _ => None,
+        };
+        if tenant_key.is_none() {
+            // An inner-joined table's tenant column holds the fact row's
+            // merchant: joined rows meet in their merchant's partition, so
+            // they belong to the same merchant. The report is keyed by the
+            // fact table's tenant column.
+            let inner = group_exprs
+                .iter()
+                .position(|e| joined_tenant_at(e).is_some_and(|(k, _)| k == JoinKind::Inner));
+            if let Some(i) = inner {
+                if let Expr::Col(c) = &group_exprs[i] {
+                    let loc = c.loc;
+                    group_exprs[i] = Expr::Col(ColRef {
+                        rel: 0,
+                        name: tenant.clone(),
+                        written: tenant.clone(),
+                        loc,
+                    });
+                    tenant_key = Some(i);
+                }
+            }
+        }
+        // Grouping by a LEFT-joined table's tenant column instead of the
+        // fact table's is a report per merchant keyed the wrong way (it is
+        // NULL for rows without a match).
+        let joined_tenant = group_exprs.iter().any(|e| joined_tenant_at(e).is_some());
         if tenant_key.is_none() && joined_tenant {
             return Err(self.err(
                 self.kw_loc("GROUP", start),
@@ -1789,8 +1816,12 @@ fn flatten_and<'e>(e: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {
 }
 
 /// Whether an expression is statically of DATE type.
+/// A DATE, or a day written as DATE does (`DATE_FORMAT(x, '%Y-%m-%d')`).
 fn is_date_typed(e: &Expr) -> bool {
     match e {
+        Expr::Func(Func::DateFormat, args) => {
+            matches!(args.get(1), Some(Expr::Lit(Datum::Str(f))) if f == "%Y-%m-%d")
+        }
         Expr::Func(f, _) => f.returns_date(),
         Expr::Cast(_, CastTo::Date) => true,
         Expr::Lit(Datum::Date(_)) => true,
@@ -1861,6 +1892,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.date_column, None);
         assert_eq!(r.columns[2].name, "COUNT(*)");
+        // A day formatted as DATE is written is the date key; other formats
+        // are not.
+        let r = parse("SELECT merchant_id, DATE_FORMAT(created_at, '%Y-%m') AS month, DATE_FORMAT(created_at, '%Y-%m-%d') AS day, COUNT(*) FROM orders GROUP BY 1, 2, 3")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.date_column, Some(2));
     }
 
     #[test]
@@ -2109,6 +2145,21 @@ mod tests {
         assert_eq!(r.tenant_column, Some(0));
         assert_eq!(r.columns[1].name, "city");
         assert_eq!(r.columns[1].role, ColumnRole::Key);
+        // Grouping by an inner-joined table's tenant column keys the report
+        // by the fact table's: the joined rows are the same merchant's.
+        let r = Report::parse(
+            "lines",
+            "lines.sql",
+            "SELECT o.merchant_id AS shop, COUNT(*) AS lines FROM order_items i JOIN orders o ON o.id = i.order_id GROUP BY o.merchant_id",
+            &shop(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.tenant_column, Some(0));
+        assert_eq!(r.columns[0].name, "shop");
+        assert!(matches!(
+            &r.plan.group_exprs[0],
+            crate::eval::Expr::Col(c) if c.rel == 0 && c.name == "merchant_id"
+        ));
         // The examples of docs/reports.md.
         for sql in [
             "SELECT i.merchant_id, DATE(o.created_at) AS day, p.category, COUNT(*) AS order_lines, SUM(i.qty) AS units, SUM(i.qty * i.price_cents) AS revenue_cents FROM order_items i JOIN orders o ON o.id = i.order_id JOIN products p ON p.id = i.product_id WHERE o.status IN ('paid', 'shipped') GROUP BY i.merchant_id, day, p.category",
@@ -2188,8 +2239,8 @@ mod tests {
                 "reports/r.sql:1:52: subqueries are not supported in a report definition",
             ),
             (
-                "SELECT o.merchant_id, COUNT(*) FROM order_items i JOIN orders o ON o.id = i.order_id GROUP BY o.merchant_id",
-                "reports/r.sql:1:86: GROUP BY i.merchant_id, the tenant column of the first table in FROM, to key the report by merchant",
+                "SELECT o.merchant_id, COUNT(*) FROM order_items i LEFT JOIN orders o ON o.id = i.order_id GROUP BY o.merchant_id",
+                "reports/r.sql:1:91: GROUP BY i.merchant_id, the tenant column of the first table in FROM, to key the report by merchant",
             ),
         ];
         assert_cases(&cases);

@@ -1600,6 +1600,10 @@ fn result_row(report: &Report, key: Vec<Value>, values: Vec<Value>, deleted: boo
     let day = plan.date_key.and_then(|i| match key.get(i) {
         Some(Value::Date(d)) => Some(d.format("%Y-%m-%d").to_string()),
         Some(Value::Dt(dt)) => Some(dt.format("%Y-%m-%d").to_string()),
+        // DATE_FORMAT(x, '%Y-%m-%d')
+        Some(Value::S(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .map(|d| d.format("%Y-%m-%d").to_string()),
         _ => None,
     });
     ResultRow {
@@ -1838,6 +1842,21 @@ mod tests {
             Some(vec![Value::S("shipped".into()), Value::I(1), d("4.00")])
         );
         assert_eq!(rows[0].tenant, None);
+    }
+
+    #[test]
+    fn a_day_formatted_as_a_date_is_the_rows_day() {
+        let e = engine(&[(
+            "fmt",
+            "SELECT merchant_id, DATE_FORMAT(created_at, '%Y-%m-%d') AS day, COUNT(*) AS n FROM orders GROUP BY merchant_id, day",
+        )]);
+        let mut st = MemoryStateStore::new();
+        let rows = e
+            .apply(&mut st, &[ins(row(1, 7, "paid", "1.00", "2026-11-20"))])
+            .unwrap_or_default();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key[1], Value::S("2026-11-20".into()));
+        assert_eq!(rows[0].day.as_deref(), Some("2026-11-20"));
     }
 
     #[test]

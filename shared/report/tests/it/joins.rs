@@ -114,6 +114,16 @@ pub const REPORTS: &[(&str, &str)] = &[
          GROUP BY i.merchant_id, p.category, DATE(o.created_at)",
     ),
     (
+        // Keyed by the order's tenant column: the rows an inner join meets
+        // are the same merchant's, so this is keyed as `i.merchant_id`.
+        "lines_by_order_merchant",
+        "SELECT o.merchant_id AS merchant, DATE(o.created_at) AS day, COUNT(*) AS item_lines,
+           SUM(i.qty) AS units
+         FROM order_items i JOIN orders o ON o.id = i.order_id
+         WHERE o.status <> 'cancelled'
+         GROUP BY o.merchant_id, DATE(o.created_at)",
+    ),
+    (
         "products_by_category",
         "SELECT merchant_id, category, COUNT(*) AS products, SUM(price) AS total
          FROM products GROUP BY merchant_id, category",
