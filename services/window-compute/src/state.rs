@@ -325,19 +325,57 @@ impl<'t> SqliteStore<'t> {
                     .prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND pk = ?2")?
                     .execute(params![table, pk])?;
             }
-            Some((image, entries)) => {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO rows (tbl, pk, row) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (tbl, pk) DO UPDATE SET row = excluded.row",
-                    )?
-                    .execute(params![table, pk, image])?;
-                let mut insert = self.conn.prepare_cached(
-                    "INSERT OR IGNORE INTO row_index (tbl, col, val, pk) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for e in entries {
-                    insert.execute(params![table, e.column, e.value, pk])?;
+            Some((image, entries)) => self.put_image(table, pk, image, entries.iter())?,
+        }
+        Ok(())
+    }
+
+    /// Writes a row's image and adds index entries (keeping those it has).
+    fn put_image<'e>(
+        &self,
+        table: &str,
+        pk: &str,
+        image: &[u8],
+        entries: impl Iterator<Item = &'e IndexEntry>,
+    ) -> Result<(), rusqlite::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO rows (tbl, pk, row) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tbl, pk) DO UPDATE SET row = excluded.row",
+            )?
+            .execute(params![table, pk, image])?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO row_index (tbl, col, val, pk) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for e in entries {
+            insert.execute(params![table, e.column, e.value, pk])?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::put_row`] knowing the row's stored index entries: only the
+    /// entries that differ are written.
+    fn replace(
+        &self,
+        table: &str,
+        pk: &str,
+        stored: Option<&[IndexEntry]>,
+        row: Option<(&[u8], &[IndexEntry])>,
+    ) -> Result<(), rusqlite::Error> {
+        match (stored, row) {
+            // A deleted row loses every entry it has.
+            (_, None) => self.put_row(table, pk, None)?,
+            (None, Some((image, entries))) => self.put_image(table, pk, image, entries.iter())?,
+            (Some(stored), Some((image, entries))) => {
+                for e in stored.iter().filter(|e| !entries.contains(e)) {
+                    self.conn
+                        .prepare_cached(
+                            "DELETE FROM row_index WHERE tbl = ?1 AND col = ?2 AND val = ?3 AND pk = ?4",
+                        )?
+                        .execute(params![table, e.column, e.value, pk])?;
                 }
+                let added = entries.iter().filter(|e| !stored.contains(e));
+                self.put_image(table, pk, image, added)?;
             }
         }
         Ok(())
@@ -409,6 +447,17 @@ impl StateStore for SqliteStore<'_> {
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error> {
         let r = self.put_row(table, pk, row);
+        self.track(r)
+    }
+
+    fn replace_row(
+        &mut self,
+        table: &str,
+        pk: &str,
+        stored: Option<&[IndexEntry]>,
+        row: Option<(&[u8], &[IndexEntry])>,
+    ) -> Result<(), Self::Error> {
+        let r = self.replace(table, pk, stored, row);
         self.track(r)
     }
 

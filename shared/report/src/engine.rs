@@ -424,17 +424,19 @@ impl<S: StateStore> Run<'_, S> {
         new: Option<Row>,
     ) -> Result<(), EngineError> {
         let old = self.row(table, pk)?;
-        let old_entries = spec.index_entries(old.as_deref());
+        let stored = old.as_deref().map(|o| spec.index_entries(Some(o)));
+        let old_entries = stored.as_deref().unwrap_or_default();
         let new_entries = spec.index_entries(new.as_ref());
         let bytes = new.as_ref().map(codec::encode_row);
         self.store
-            .store_row(
+            .replace_row(
                 table,
                 pk,
+                stored.as_deref(),
                 bytes.as_deref().map(|b| (b, new_entries.as_slice())),
             )
             .map_err(store_err("store_row"))?;
-        for e in &old_entries {
+        for e in old_entries {
             let k = (table.to_string(), e.column.clone(), e.value.clone());
             if let Some(pks) = self.lookups.get_mut(&k) {
                 pks.retain(|p| p != pk);

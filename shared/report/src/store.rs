@@ -70,6 +70,20 @@ pub trait StateStore {
         pk: &str,
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error>;
+    /// [`StateStore::store_row`] for a caller that knows what is stored:
+    /// `stored` is `None` when the row is not stored, else its index entries
+    /// as last written. A store may then write only the entries that
+    /// differ; the default ignores the hint.
+    fn replace_row(
+        &mut self,
+        table: &str,
+        pk: &str,
+        stored: Option<&[IndexEntry]>,
+        row: Option<(&[u8], &[IndexEntry])>,
+    ) -> Result<(), Self::Error> {
+        let _ = stored;
+        self.store_row(table, pk, row)
+    }
     /// Primary keys of the rows of `table` indexed under (`column`,
     /// `value`), in ascending order.
     fn lookup_rows(
@@ -310,6 +324,15 @@ impl<S: StateStore + ?Sized> StateStore for &mut S {
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error> {
         (**self).store_row(table, pk, row)
+    }
+    fn replace_row(
+        &mut self,
+        table: &str,
+        pk: &str,
+        stored: Option<&[IndexEntry]>,
+        row: Option<(&[u8], &[IndexEntry])>,
+    ) -> Result<(), Self::Error> {
+        (**self).replace_row(table, pk, stored, row)
     }
     fn lookup_rows(
         &mut self,

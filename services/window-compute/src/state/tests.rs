@@ -813,6 +813,42 @@ fn join_reports_over_sqlite_equal_the_in_memory_store() {
             "rows of {table}"
         );
     }
+    // Row updates change only the index entries that differ: the index
+    // holds exactly what the in-memory store's does (every key of the
+    // stream is an integer from 1 to 20).
+    for index in engine.required_indexes() {
+        for v in 0..=20 {
+            let value = format!("n:{v}");
+            assert_eq!(
+                store
+                    .lookup_rows(&index.table, &index.column, &value)
+                    .expect("lookup"),
+                memory
+                    .lookup_rows(&index.table, &index.column, &value)
+                    .unwrap_or_default(),
+                "{}.{} = {v}",
+                index.table,
+                index.column
+            );
+        }
+    }
+    let entries: i64 = tx
+        .query_row("SELECT COUNT(*) FROM row_index", [], |r| r.get(0))
+        .expect("count");
+    let expected: usize = engine
+        .required_indexes()
+        .iter()
+        .map(|i| {
+            (0..=20)
+                .map(|v| {
+                    memory
+                        .lookup_rows(&i.table, &i.column, &format!("n:{v}"))
+                        .map_or(0, |pks| pks.len())
+                })
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(entries as usize, expected, "no index entry left behind");
 }
 
 #[test]
