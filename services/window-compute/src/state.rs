@@ -198,6 +198,9 @@ pub struct SqliteStore<'t> {
     conn: &'t Connection,
     groups_delta: i64,
     failed: bool,
+    /// Committed blobs kept across computations (see [`cache`]).
+    cache: Option<&'t BlobCache>,
+    learned: Learned,
 }
 
 impl<'t> SqliteStore<'t> {
@@ -207,6 +210,51 @@ impl<'t> SqliteStore<'t> {
             conn: tx,
             groups_delta: 0,
             failed: false,
+            cache: None,
+            learned: Learned::default(),
+        }
+    }
+
+    /// A store writing into `tx` that reads through `cache`; what it
+    /// learns goes into the cache only if the transaction commits.
+    fn cached(tx: &'t Transaction<'_>, cache: &'t BlobCache) -> Self {
+        SqliteStore {
+            cache: Some(cache),
+            ..Self::new(tx)
+        }
+    }
+
+    /// A blob this computation wrote, or the cached committed one.
+    fn known(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let cache = self.cache?;
+        self.learned
+            .written
+            .get(key)
+            .or_else(|| cache.get(key))
+            .cloned()
+    }
+
+    /// Reads a blob through the cache (`read` on a miss).
+    fn read_through(
+        &mut self,
+        key: String,
+        read: impl FnOnce(&Self) -> Result<Option<Vec<u8>>, rusqlite::Error>,
+    ) -> Result<Option<Vec<u8>>, rusqlite::Error> {
+        if let Some(v) = self.known(&key) {
+            return Ok(v);
+        }
+        let r = read(self);
+        let v = self.track(r)?;
+        if self.cache.is_some() {
+            self.learned.read.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+
+    /// Records a write for the cache.
+    fn wrote(&mut self, key: String, v: Option<&[u8]>) {
+        if self.cache.is_some() {
+            self.learned.written.insert(key, v.map(<[u8]>::to_vec));
         }
     }
 
@@ -413,8 +461,7 @@ impl StateStore for SqliteStore<'_> {
     type Error = rusqlite::Error;
 
     fn load_group(&mut self, report: &str, key: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        let r = self.load(report, key);
-        self.track(r)
+        self.read_through(cache::group_key(report, key), |s| s.load(report, key))
     }
 
     fn store_group(
@@ -424,7 +471,9 @@ impl StateStore for SqliteStore<'_> {
         state: Option<&[u8]>,
     ) -> Result<(), Self::Error> {
         let r = self.store(report, key, state);
-        self.track(r)
+        self.track(r)?;
+        self.wrote(cache::group_key(report, key), state);
+        Ok(())
     }
 
     fn groups_of(&mut self, report: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
@@ -442,8 +491,7 @@ impl StateStore for SqliteStore<'_> {
     }
 
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        let r = self.row(table, pk);
-        self.track(r)
+        self.read_through(cache::row_key(table, pk), |s| s.row(table, pk))
     }
 
     fn store_row(
@@ -453,7 +501,9 @@ impl StateStore for SqliteStore<'_> {
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error> {
         let r = self.put_row(table, pk, row);
-        self.track(r)
+        self.track(r)?;
+        self.wrote(cache::row_key(table, pk), row.map(|(image, _)| image));
+        Ok(())
     }
 
     fn replace_row(
@@ -464,7 +514,9 @@ impl StateStore for SqliteStore<'_> {
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error> {
         let r = self.replace(table, pk, stored, row);
-        self.track(r)
+        self.track(r)?;
+        self.wrote(cache::row_key(table, pk), row.map(|(image, _)| image));
+        Ok(())
     }
 
     fn lookup_rows(
@@ -615,6 +667,7 @@ pub struct PartitionState {
     partition: u32,
     path: PathBuf,
     conn: Connection,
+    cache: BlobCache,
 }
 
 impl PartitionState {
@@ -638,6 +691,7 @@ impl PartitionState {
             partition,
             path,
             conn,
+            cache: BlobCache::new(cache::CACHE_BYTES),
         })
     }
 
@@ -682,8 +736,11 @@ impl PartitionState {
         read_last_batch(&self.conn)
     }
 
-    /// Starts a write transaction (for tests and maintenance).
+    /// Starts a write transaction (for tests and maintenance). What it
+    /// writes is not seen by the cache of [`Self::compute`], which is
+    /// emptied.
     pub fn begin(&mut self) -> Result<Transaction<'_>, StateError> {
+        self.cache.clear();
         Ok(self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?)
@@ -705,6 +762,10 @@ impl PartitionState {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StateError::from)?;
+        let data_version: i64 = tx
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(StateError::from)?;
+        self.cache.check_version(data_version);
         let progress = read_progress(&tx)?;
         let plan = plan(progress.last_applied_window, windows);
         let republish = if plan.republish_last {
@@ -737,7 +798,7 @@ impl PartitionState {
             ),
         };
 
-        let mut store = SqliteStore::new(&tx);
+        let mut store = SqliteStore::cached(&tx, &self.cache);
         let applied = catch_unwind(AssertUnwindSafe(|| {
             engine.apply_split(&mut store, &changes)
         }));
@@ -764,6 +825,8 @@ impl PartitionState {
             }
         };
         let groups = progress.groups + store.groups_delta();
+        let learned = std::mem::take(&mut store.learned);
+        drop(store);
 
         let previous_max_commit = if changes.is_empty() {
             read_last_batch(&tx)?
@@ -786,6 +849,7 @@ impl PartitionState {
         write_meta(&tx, META_GROUPS, &groups)?;
         write_meta(&tx, META_LAST_RESULT, &stored.json)?;
         tx.commit().map_err(StateError::from)?;
+        self.cache.absorb(learned);
 
         Ok(ComputeOutcome {
             duplicates: plan.duplicates,
@@ -852,6 +916,8 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+mod cache;
+use cache::{BlobCache, Learned};
 mod held;
 pub use held::{HeldIntake, HeldWindow, Hold, HoldStatus, NextHeld, SkipError};
 

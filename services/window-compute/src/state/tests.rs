@@ -469,12 +469,19 @@ fn engine_failures_and_panics_roll_back() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(state.progress().expect("progress"), before);
+    // Nor did they reach the state cache: window 2 counts merchant a's
+    // second order, not a third from the failed attempts.
+    let out = state
+        .compute(&CountingEngine, &ws[1..2], 7_000)
+        .expect("window 2");
+    let rows = rows_of(&out.batch.expect("batch"));
+    assert_eq!(rows[0].values, [Value::S("a".into()), Value::I(2)]);
     let tx = state.begin().expect("begin");
     let count = SqliteStore::new(&tx)
         .load_group(REPORT, "a")
         .expect("load")
         .map(|b| decode(&b));
-    assert_eq!(count, Some(1), "only window 1 is in the state");
+    assert_eq!(count, Some(2), "only windows 1 and 2 are in the state");
 }
 
 #[test]
@@ -492,6 +499,14 @@ fn two_handles_on_one_file_see_each_others_commits() {
     assert_eq!(out.duplicates, vec![1]);
     assert_eq!(out.applied, vec![2]);
     assert_eq!(a.progress().expect("progress").last_applied_window, 2);
+    // a takes the partition back: what it has cached of window 1 must not
+    // hide b's window 2 (merchant a has 2 orders, not 1).
+    let out = a
+        .compute(&CountingEngine, &ws[2..], 7_000)
+        .expect("a continues");
+    assert_eq!(out.applied, vec![3]);
+    let rows = rows_of(&out.batch.expect("batch"));
+    assert_eq!(rows[0].values, [Value::S("a".into()), Value::I(2)]);
 }
 
 #[test]
