@@ -198,9 +198,6 @@ pub struct SqliteStore<'t> {
     conn: &'t Connection,
     groups_delta: i64,
     failed: bool,
-    /// Committed blobs kept across computations (see [`cache`]).
-    cache: Option<&'t BlobCache>,
-    learned: Learned,
 }
 
 impl<'t> SqliteStore<'t> {
@@ -210,51 +207,6 @@ impl<'t> SqliteStore<'t> {
             conn: tx,
             groups_delta: 0,
             failed: false,
-            cache: None,
-            learned: Learned::default(),
-        }
-    }
-
-    /// A store writing into `tx` that reads through `cache`; what it
-    /// learns goes into the cache only if the transaction commits.
-    fn cached(tx: &'t Transaction<'_>, cache: &'t BlobCache) -> Self {
-        SqliteStore {
-            cache: Some(cache),
-            ..Self::new(tx)
-        }
-    }
-
-    /// A blob this computation wrote, or the cached committed one.
-    fn known(&self, key: &str) -> Option<Option<Vec<u8>>> {
-        let cache = self.cache?;
-        self.learned
-            .written
-            .get(key)
-            .or_else(|| cache.get(key))
-            .cloned()
-    }
-
-    /// Reads a blob through the cache (`read` on a miss).
-    fn read_through(
-        &mut self,
-        key: String,
-        read: impl FnOnce(&Self) -> Result<Option<Vec<u8>>, rusqlite::Error>,
-    ) -> Result<Option<Vec<u8>>, rusqlite::Error> {
-        if let Some(v) = self.known(&key) {
-            return Ok(v);
-        }
-        let r = read(self);
-        let v = self.track(r)?;
-        if self.cache.is_some() {
-            self.learned.read.insert(key, v.clone());
-        }
-        Ok(v)
-    }
-
-    /// Records a write for the cache.
-    fn wrote(&mut self, key: String, v: Option<&[u8]>) {
-        if self.cache.is_some() {
-            self.learned.written.insert(key, v.map(<[u8]>::to_vec));
         }
     }
 
@@ -461,7 +413,8 @@ impl StateStore for SqliteStore<'_> {
     type Error = rusqlite::Error;
 
     fn load_group(&mut self, report: &str, key: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        self.read_through(cache::group_key(report, key), |s| s.load(report, key))
+        let r = self.load(report, key);
+        self.track(r)
     }
 
     fn store_group(
@@ -471,9 +424,7 @@ impl StateStore for SqliteStore<'_> {
         state: Option<&[u8]>,
     ) -> Result<(), Self::Error> {
         let r = self.store(report, key, state);
-        self.track(r)?;
-        self.wrote(cache::group_key(report, key), state);
-        Ok(())
+        self.track(r)
     }
 
     fn groups_of(&mut self, report: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error> {
@@ -491,7 +442,8 @@ impl StateStore for SqliteStore<'_> {
     }
 
     fn load_row(&mut self, table: &str, pk: &str) -> Result<Option<Vec<u8>>, Self::Error> {
-        self.read_through(cache::row_key(table, pk), |s| s.row(table, pk))
+        let r = self.row(table, pk);
+        self.track(r)
     }
 
     fn store_row(
@@ -501,9 +453,7 @@ impl StateStore for SqliteStore<'_> {
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error> {
         let r = self.put_row(table, pk, row);
-        self.track(r)?;
-        self.wrote(cache::row_key(table, pk), row.map(|(image, _)| image));
-        Ok(())
+        self.track(r)
     }
 
     fn replace_row(
@@ -514,9 +464,7 @@ impl StateStore for SqliteStore<'_> {
         row: Option<(&[u8], &[IndexEntry])>,
     ) -> Result<(), Self::Error> {
         let r = self.replace(table, pk, stored, row);
-        self.track(r)?;
-        self.wrote(cache::row_key(table, pk), row.map(|(image, _)| image));
-        Ok(())
+        self.track(r)
     }
 
     fn lookup_rows(
@@ -667,7 +615,6 @@ pub struct PartitionState {
     partition: u32,
     path: PathBuf,
     conn: Connection,
-    cache: BlobCache,
 }
 
 impl PartitionState {
@@ -691,7 +638,6 @@ impl PartitionState {
             partition,
             path,
             conn,
-            cache: BlobCache::new(cache::CACHE_BYTES),
         })
     }
 
@@ -736,11 +682,8 @@ impl PartitionState {
         read_last_batch(&self.conn)
     }
 
-    /// Starts a write transaction (for tests and maintenance). What it
-    /// writes is not seen by the cache of [`Self::compute`], which is
-    /// emptied.
+    /// Starts a write transaction (for tests and maintenance).
     pub fn begin(&mut self) -> Result<Transaction<'_>, StateError> {
-        self.cache.clear();
         Ok(self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?)
@@ -762,10 +705,6 @@ impl PartitionState {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StateError::from)?;
-        let data_version: i64 = tx
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(StateError::from)?;
-        self.cache.check_version(data_version);
         let progress = read_progress(&tx)?;
         let plan = plan(progress.last_applied_window, windows);
         let republish = if plan.republish_last {
@@ -798,7 +737,7 @@ impl PartitionState {
             ),
         };
 
-        let mut store = SqliteStore::cached(&tx, &self.cache);
+        let mut store = SqliteStore::new(&tx);
         let applied = catch_unwind(AssertUnwindSafe(|| {
             engine.apply_split(&mut store, &changes)
         }));
@@ -825,8 +764,6 @@ impl PartitionState {
             }
         };
         let groups = progress.groups + store.groups_delta();
-        let learned = std::mem::take(&mut store.learned);
-        drop(store);
 
         let previous_max_commit = if changes.is_empty() {
             read_last_batch(&tx)?
@@ -849,7 +786,6 @@ impl PartitionState {
         write_meta(&tx, META_GROUPS, &groups)?;
         write_meta(&tx, META_LAST_RESULT, &stored.json)?;
         tx.commit().map_err(StateError::from)?;
-        self.cache.absorb(learned);
 
         Ok(ComputeOutcome {
             duplicates: plan.duplicates,
@@ -916,8 +852,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-mod cache;
-use cache::{BlobCache, Learned};
 mod held;
 pub use held::{HeldIntake, HeldWindow, Hold, HoldStatus, NextHeld, SkipError};
 
