@@ -435,7 +435,7 @@ impl<S: StateStore> Run<'_, S> {
                 stored.as_deref(),
                 bytes.as_deref().map(|b| (b, new_entries.as_slice())),
             )
-            .map_err(store_err("store_row"))?;
+            .map_err(store_err("replace_row"))?;
         for e in old_entries {
             let k = (table.to_string(), e.column.clone(), e.value.clone());
             if let Some(pks) = self.lookups.get_mut(&k) {
