@@ -5,14 +5,16 @@
 //! an order that interleaves partitions, and after every round the rows
 //! read from the merged states equal what MariaDB returns for the same SQL.
 //! The random shop changes merchants' cities, orders' statuses and days,
-//! deletes merchants and orders and re-snapshots tables.
+//! products' categories and order lines (moving some to another merchant's
+//! order), deletes merchants, products, orders and lines, and re-snapshots
+//! tables.
 
 use crate::joins::{steps, tenants, windows, Shop, Step, DDL, TABLES};
 use crate::mariadb::{differences, Db};
 use crate::model::Rows;
 use crate::recompute::config;
 use mdp_report::{merge_partial, partial_row, Engine, MemoryStateStore, Report, ReportSet};
-use mdp_types::{partition_of, ChangeEvent, Op, PartialDelta};
+use mdp_types::{partition_of, ChangeEvent, Op, PartialDelta, Row, TenantId, Value};
 use proptest::prelude::*;
 use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
@@ -31,6 +33,33 @@ const REPORTS: &[(&str, &str)] = &[
          FROM orders o JOIN merchants m ON m.id = o.merchant_id
          WHERE o.status IN ('paid', 'shipped')
          GROUP BY m.city, DATE(o.created_at)",
+    ),
+    (
+        // items → orders → products across merchants: an order becoming
+        // paid brings its items in, a category change moves a product's
+        // lines, and orders and merchants leave a category's distinct sets.
+        "category_daily_all",
+        "SELECT p.category, DATE(o.created_at) AS day, COUNT(*) AS item_lines, SUM(i.qty) AS units,
+           SUM(i.qty * i.price) AS revenue, COUNT(DISTINCT i.order_id) AS orders,
+           COUNT(DISTINCT o.merchant_id) AS merchants, MAX(i.price) AS top_price, MIN(p.price) AS cheapest
+         FROM order_items i
+         JOIN orders o ON o.id = i.order_id
+         JOIN products p ON p.id = i.product_id AND p.merchant_id = i.merchant_id
+         WHERE o.status IN ('paid', 'shipped')
+         GROUP BY p.category, DATE(o.created_at)",
+    ),
+    (
+        // Per city and hour of day through a LEFT join: orders of merchants
+        // without a row or a city are the NULL city's.
+        "city_hourly_all",
+        "SELECT m.city, EXTRACT(HOUR FROM o.created_at) AS hour, COUNT(*) AS orders,
+           COUNT(o.amount) AS with_amount,
+           SUM(CASE WHEN o.status = 'paid' THEN o.amount ELSE 0 END) AS paid_amount,
+           COUNT(DISTINCT DATE(o.created_at)) AS days, COUNT(DISTINCT o.merchant_id) AS merchants,
+           MAX(o.created_at) AS last_at
+         FROM orders o LEFT JOIN merchants m ON m.id = o.merchant_id
+         WHERE o.status <> 'cart' OR o.status IS NULL
+         GROUP BY m.city, EXTRACT(HOUR FROM o.created_at)",
     ),
     (
         // One table, HAVING over the merged state.
@@ -85,18 +114,52 @@ impl Global {
     }
 }
 
-/// Routes events to partitions: by tenant, and `Reset` to every partition
-/// (each drops its share of the table before the snapshot rows arrive).
+/// The merchant of `row` of `table`.
+fn tenant_of(table: &str, row: &Row) -> TenantId {
+    let column = if table == "merchants" {
+        "id"
+    } else {
+        "merchant_id"
+    };
+    TenantId(row.get(column).map_or(String::new(), Value::key_text))
+}
+
+fn partition_of_row(table: &str, row: &Row) -> usize {
+    partition_of(&tenant_of(table, row), PARTITIONS) as usize
+}
+
+/// Routes events to partitions as ingest does: by tenant; an update that
+/// moves a row to a merchant of another partition (an order line moved to
+/// another merchant's order) as a delete there and an insert here; `Reset`
+/// to every partition (each drops its share of the table before the
+/// snapshot rows arrive).
 fn split(events: Vec<ChangeEvent>) -> Vec<Vec<ChangeEvent>> {
     let mut out: Vec<Vec<ChangeEvent>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
     for ev in events {
-        if ev.op == Op::Reset {
-            for p in out.iter_mut() {
-                p.push(ev.clone());
+        match (&ev.op, &ev.before, &ev.after) {
+            (Op::Reset, _, _) => {
+                for p in out.iter_mut() {
+                    p.push(ev.clone());
+                }
             }
-        } else {
-            let p = partition_of(&ev.tenant, PARTITIONS) as usize;
-            out[p].push(ev);
+            (Op::Update, Some(before), Some(after))
+                if partition_of_row(&ev.table, before) != partition_of_row(&ev.table, after) =>
+            {
+                let mut delete = ev.clone();
+                delete.op = Op::Delete;
+                delete.after = None;
+                delete.tenant = tenant_of(&ev.table, before);
+                out[partition_of_row(&ev.table, before)].push(delete);
+                let p = partition_of_row(&ev.table, after);
+                let mut insert = ev;
+                insert.op = Op::Insert;
+                insert.before = None;
+                out[p].push(insert);
+            }
+            _ => {
+                let p = partition_of(&ev.tenant, PARTITIONS) as usize;
+                out[p].push(ev);
+            }
         }
     }
     out
