@@ -1,7 +1,7 @@
 //! Metrics of the query API next to the log lines they belong to.
 
 use crate::service::ServedBy;
-use prometheus::{HistogramVec, IntCounter, IntCounterVec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -42,9 +42,32 @@ static RATE_LIMITED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Requests refused because Redis is degraded and the MySQL read budget is used up.",
     )
 });
+static NOTICES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    mdp_telemetry::int_counter_vec(
+        "mdp_query_notices_total",
+        "Change notices received from result-writer, by outcome (recorded, malformed).",
+        &["outcome"],
+    )
+});
+static NOTICE_LINK: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    mdp_telemetry::int_gauge_vec(
+        "mdp_query_notice_link_up",
+        "1 while change notices are received; 0 while cached answers expire on their lifetime alone.",
+        &[],
+    )
+});
+static CACHE_OUTDATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    mdp_telemetry::int_counter(
+        "mdp_query_cache_outdated_total",
+        "Cached answers dropped because a change notice named their rows.",
+    )
+});
 
 /// Registers every metric so they are exported from the start.
 pub fn register() {
+    LazyLock::force(&NOTICES);
+    LazyLock::force(&NOTICE_LINK);
+    LazyLock::force(&CACHE_OUTDATED);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&LATENCY);
     LazyLock::force(&SERVED);
@@ -109,4 +132,21 @@ impl SourceFailed<'_> {
         );
         SOURCE_FAILURES.with_label_values(&[self.source]).inc();
     }
+}
+
+/// A change notice was received.
+pub fn notice(outcome: &'static str) {
+    NOTICES.with_label_values(&[outcome]).inc();
+}
+
+/// The change notices link went up or down.
+pub fn notice_link(up: bool) {
+    NOTICE_LINK
+        .with_label_values(&[] as &[&str])
+        .set(i64::from(up));
+}
+
+/// A cached answer was dropped: a change notice named its rows.
+pub fn cache_outdated() {
+    CACHE_OUTDATED.inc();
 }

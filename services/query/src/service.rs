@@ -9,6 +9,7 @@
 
 use crate::domain::{sort_rows, DayRange, ReportRow, RowsParams};
 use crate::events;
+use crate::notices::ChangeMarks;
 use crate::sources::mysql::TenantFilter;
 use crate::sources::{HotCache, HotEntry, ReportTables, TableError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -62,6 +63,8 @@ pub struct Snapshot {
     pub partial: Option<&'static str>,
     /// Loaded without Redis: kept longer in the local cache.
     pub without_redis: bool,
+    /// The change number current when the load began (see [`ChangeMarks`]).
+    pub seen: u64,
 }
 
 /// A snapshot and how it was obtained.
@@ -121,6 +124,7 @@ pub struct RowsService {
     redis: DegradeMachine,
     mysql: DegradeMachine,
     cache: Option<moka::future::Cache<CacheKey, Arc<Snapshot>>>,
+    marks: Arc<ChangeMarks>,
     limiter: DefaultDirectRateLimiter,
 }
 
@@ -131,6 +135,7 @@ impl RowsService {
         redis: DegradeMachine,
         mysql: DegradeMachine,
         cache_ttl: Duration,
+        marks: Arc<ChangeMarks>,
     ) -> Self {
         let cache = (!cache_ttl.is_zero()).then(|| {
             moka::future::Cache::builder()
@@ -152,6 +157,7 @@ impl RowsService {
             redis,
             mysql,
             cache,
+            marks,
             limiter: RateLimiter::direct(Quota::per_second(per_second)),
         }
     }
@@ -179,13 +185,17 @@ impl RowsService {
                     all_merchants: params.all_merchants,
                     range,
                 };
-                let entry = cache
-                    .entry(key)
-                    .or_try_insert_with(async {
-                        self.load(&name, report, scope, range).await.map(Arc::new)
-                    })
-                    .await
-                    .map_err(|e| (*e).clone())?;
+                let mut entry = self.cached(cache, &key, &name, report, scope).await?;
+                // Rows of the answer changed since it was loaded: load again.
+                if !entry.is_fresh()
+                    && self
+                        .marks
+                        .changed_since(&key.report, tenant.as_deref(), entry.value().seen)
+                {
+                    events::cache_outdated();
+                    cache.invalidate(&key).await;
+                    entry = self.cached(cache, &key, &name, report, scope).await?;
+                }
                 let from_cache = !entry.is_fresh();
                 (entry.into_value(), from_cache)
             }
@@ -202,6 +212,26 @@ impl RowsService {
         })
     }
 
+    /// The cached answer for `key`, loaded when there is none.
+    async fn cached(
+        &self,
+        cache: &moka::future::Cache<CacheKey, Arc<Snapshot>>,
+        key: &CacheKey,
+        name: &ReportName,
+        report: &Report,
+        scope: TenantFilter<'_>,
+    ) -> Result<moka::Entry<CacheKey, Arc<Snapshot>>, LoadError> {
+        cache
+            .entry_by_ref(key)
+            .or_try_insert_with(async {
+                self.load(name, report, scope, key.range)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
     async fn load(
         &self,
         name: &ReportName,
@@ -209,6 +239,7 @@ impl RowsService {
         scope: TenantFilter<'_>,
         range: DayRange,
     ) -> Result<Snapshot, LoadError> {
+        let seen = self.marks.current();
         let key_columns = key_columns(report);
         let mut answered: Option<HotEntry> = None;
         let hot_tenant = match scope {
@@ -228,6 +259,7 @@ impl RowsService {
                             freshness: entry.freshness,
                             partial: None,
                             without_redis: false,
+                            seen,
                         });
                     }
                     answered = Some(entry);
@@ -272,6 +304,7 @@ impl RowsService {
                         freshness,
                         partial: None,
                         without_redis,
+                        seen,
                     });
                 }
                 Err(TableError::Corrupt { report, source }) => {
@@ -307,6 +340,7 @@ impl RowsService {
                     freshness: entry.freshness,
                     partial: Some(partial),
                     without_redis: false,
+                    seen,
                 })
             }
             None => Err(LoadError::Unavailable {

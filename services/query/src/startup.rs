@@ -1,11 +1,13 @@
 //! Wiring: settings → report definitions, Redis and MySQL readers, degrade
-//! machines and the HTTP server.
+//! machines, the change notices listener and the HTTP server.
 
 use crate::configuration::{QueryConfig, MYSQL_MACHINE, REDIS_MACHINE, SERVICE};
+use crate::notices::{ChangeMarks, NoticeListener};
 use crate::service::RowsService;
 use crate::sources::{HotCache, HotError, ReportTables, TableError};
 use crate::state::QueryState;
 use crate::{events, routes};
+use actix::Actor;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use mdp_config::Settings;
@@ -37,6 +39,7 @@ pub struct Application {
     port: u16,
     server: Server,
     ctx: ServiceContext,
+    marks: Arc<ChangeMarks>,
 }
 
 impl Application {
@@ -71,9 +74,10 @@ impl Application {
         let mysql = DegradeMachine::new(SERVICE, MYSQL_MACHINE, Policy::default());
         ctx.degrade.register(redis.clone());
         ctx.degrade.register(mysql.clone());
+        let marks = Arc::new(ChangeMarks::default());
         let state = web::Data::new(QueryState {
             reports,
-            rows: RowsService::new(hot, tables, redis, mysql, config.cache_ttl),
+            rows: RowsService::new(hot, tables, redis, mysql, config.cache_ttl, marks.clone()),
             page_size: config.page_size,
             partitions: config.partitions,
         });
@@ -107,6 +111,7 @@ impl Application {
             port: local.port(),
             server,
             ctx,
+            marks,
         })
     }
 
@@ -120,12 +125,13 @@ impl Application {
         &self.ctx
     }
 
-    /// Starts the heartbeat and serves until the context is cancelled or the
-    /// HTTP server fails.
+    /// Starts the heartbeat and the change notices listener and serves
+    /// until the context is cancelled or the HTTP server fails.
     pub async fn run(self) -> std::io::Result<()> {
         let ctx = self.ctx.clone();
         ctx.readiness.set("http", Ok(()));
         mdp_service::spawn_heartbeat(ctx.clone());
+        NoticeListener::new(ctx.clone(), self.marks.clone()).start();
         let result = mdp_service::serve_until_cancelled(self.server, &ctx.cancel).await;
         tracing::info!("query stopped");
         result

@@ -83,6 +83,13 @@ static CACHE_ONLY: LazyLock<IntCounter> = LazyLock::new(|| {
         "Batches written to Redis ahead of MySQL while MySQL was unavailable.",
     )
 });
+static NOTICES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    mdp_telemetry::int_counter_vec(
+        "mdp_writer_notices_total",
+        "Change notices for readers' caches, by outcome (published, failed, no_link).",
+        &["outcome"],
+    )
+});
 
 fn histogram(v: &HistogramVec) -> Option<Histogram> {
     v.get_metric_with_label_values(&[] as &[&str]).ok()
@@ -238,5 +245,34 @@ impl CacheOnlyWrite {
             "result batch cached ahead of mysql"
         );
         CACHE_ONLY.inc();
+    }
+}
+
+/// A change notice (one or several batches' worth) was published or dropped.
+pub struct Notice<'a> {
+    pub outcome: &'static str,
+    pub batches: usize,
+    pub entries: usize,
+    pub error: Option<&'a str>,
+}
+
+impl Notice<'_> {
+    pub fn emit(self) {
+        match self.error {
+            Some(error) => tracing::warn!(
+                outcome = self.outcome,
+                batches = self.batches,
+                entries = self.entries,
+                error,
+                "change notice dropped; readers' caches expire on their own"
+            ),
+            None => tracing::debug!(
+                outcome = self.outcome,
+                batches = self.batches,
+                entries = self.entries,
+                "change notice published"
+            ),
+        }
+        NOTICES.with_label_values(&[self.outcome]).inc();
     }
 }

@@ -1,7 +1,8 @@
 //! Wiring: settings → stores, degrade machines, HTTP server and actors.
 
 use crate::actors::{
-    AmqpLink, CacheRebuilder, PartitionStatuses, PartitionWriter, PartitionWriterConfig, StaleCount,
+    AmqpLink, CacheRebuilder, Notifier, PartitionStatuses, PartitionWriter, PartitionWriterConfig,
+    StaleCount,
 };
 use crate::cache::Cache;
 use crate::configuration::{ConfigError, WriterConfig, MYSQL_MACHINE, REDIS_MACHINE, SERVICE};
@@ -151,6 +152,7 @@ impl Application {
             ctx.clone(),
         );
         link.start();
+        let notifier = Notifier::new(link_rx.clone(), topology.notices_exchange()).start();
         for partition in 0..self.config.partitions {
             let config = PartitionWriterConfig {
                 partition,
@@ -163,6 +165,7 @@ impl Application {
                 config,
                 self.writer.clone(),
                 link_rx.clone(),
+                notifier.clone().recipient(),
                 ctx.clone(),
                 self.statuses.get(partition),
             )

@@ -42,7 +42,7 @@ impl fmt::Display for Stage {
 /// The exchanges and queues of one installation.
 ///
 /// Exchanges (durable): direct `{prefix}.changes|windows|results`, fanout
-/// `{prefix}.heartbeats|control`, direct `{prefix}.dlx`. Per stage and
+/// `{prefix}.heartbeats|control|notices`, direct `{prefix}.dlx`. Per stage and
 /// partition a durable quorum queue `{prefix}.{stage}.{p}` with single active
 /// consumer, bound with routing key `p`, dead-lettering to the dlx with
 /// routing key `{stage}` into the quorum queue `{prefix}.dlq.{stage}`.
@@ -79,6 +79,11 @@ impl Topology {
     }
     pub fn control_exchange(&self) -> String {
         format!("{}.control", self.prefix)
+    }
+    /// Fanout exchange on which result-writer says which report rows a
+    /// committed batch changed (readers drop what they cached of them).
+    pub fn notices_exchange(&self) -> String {
+        format!("{}.notices", self.prefix)
     }
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.prefix)
@@ -123,6 +128,7 @@ impl Topology {
             (self.results_exchange(), ExchangeKind::Direct),
             (self.heartbeats_exchange(), ExchangeKind::Fanout),
             (self.control_exchange(), ExchangeKind::Fanout),
+            (self.notices_exchange(), ExchangeKind::Fanout),
         ]
     }
 

@@ -55,15 +55,20 @@ pub fn spawn_heartbeat(ctx: ServiceContext) -> Addr<HeartbeatActor> {
     HeartbeatActor::new(ctx).start()
 }
 
-/// Declares the two fanout exchanges admin and the services talk through
-/// (`{prefix}.heartbeats`, `{prefix}.control`), with the same options as
-/// [`Topology::declare`], so a heartbeat can flow before the pipeline topology exists.
+/// Declares the fanout exchanges the services talk through besides the
+/// pipeline (`{prefix}.heartbeats`, `{prefix}.control`, `{prefix}.notices`),
+/// with the same options as [`Topology::declare`], so a heartbeat or a
+/// notice can flow before the pipeline topology exists.
 pub async fn declare_fanout_exchanges(ch: &Channel, topology: &Topology) -> Result<(), AmqpError> {
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    for name in [topology.heartbeats_exchange(), topology.control_exchange()] {
+    for name in [
+        topology.heartbeats_exchange(),
+        topology.control_exchange(),
+        topology.notices_exchange(),
+    ] {
         let short = ShortString::try_new(name.clone()).map_err(|_| AmqpError::NameTooLong {
             what: "exchange name",
             len: name.len(),

@@ -13,7 +13,7 @@ pub mod window;
 
 pub use change::{ChangeBatch, ChangeEvent, EventId, Op, Position, Row};
 pub use partition::{partition_of, Partition, TenantId};
-pub use result::{PartialDelta, ResultBatch, ResultRow};
+pub use result::{ChangedRows, PartialDelta, ResultBatch, ResultNotice, ResultRow};
 pub use status::{ControlCommand, DegradeStatus, Heartbeat, Override, ServiceHealth};
 pub use value::Value;
 pub use window::{Window, WindowId};

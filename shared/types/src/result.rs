@@ -108,3 +108,23 @@ mod tests {
         assert_eq!(back, b);
     }
 }
+
+/// What a batch result-writer has just written changed, published on the
+/// fanout exchange `{prefix}.notices` after the write: a reader that cached
+/// rows of these (report, merchant) pairs reads them again. A notice may be
+/// lost (it is not persisted); readers bound their caches in time as well.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResultNotice {
+    pub partition: u32,
+    /// Highest window id of the batch.
+    pub window_id: WindowId,
+    pub changed: Vec<ChangedRows>,
+}
+
+/// The rows of one report and merchant that a batch changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChangedRows {
+    pub report: String,
+    /// The merchant; `None` for a report not keyed by merchant.
+    pub tenant: Option<String>,
+}

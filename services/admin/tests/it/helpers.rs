@@ -323,7 +323,11 @@ impl BrokerGuard {
     pub fn new(url: &str, topology: &Topology) -> Self {
         BrokerGuard {
             url: url.to_string(),
-            exchanges: vec![topology.heartbeats_exchange(), topology.control_exchange()],
+            exchanges: vec![
+                topology.heartbeats_exchange(),
+                topology.control_exchange(),
+                topology.notices_exchange(),
+            ],
             queues: Vec::new(),
             armed: true,
         }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 pub const MYSQL_SERVER: &str = "mysql://root@127.0.0.1:3306";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+pub const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 pub const DAILY_SQL: &str = "SELECT merchant_id, DATE(created_at) AS day, COUNT(*) AS orders, \
      SUM(amount) AS gmv FROM orders GROUP BY merchant_id, DATE(created_at)";
@@ -146,13 +147,16 @@ impl TestEnv {
 /// Deletes the heartbeat and control exchanges of `prefix`.
 pub async fn delete_exchanges(prefix: &str) {
     let cancel = tokio_util::sync::CancellationToken::new();
-    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-    let Ok(conn) = mdp_amqp::connect(url, "it-cleanup", &cancel).await else {
+    let Ok(conn) = mdp_amqp::connect(RABBITMQ_URL, "it-cleanup", &cancel).await else {
         return;
     };
     if let Ok(ch) = conn.create_channel().await {
         let t = mdp_amqp::Topology::new(prefix, 8);
-        for x in [t.heartbeats_exchange(), t.control_exchange()] {
+        for x in [
+            t.heartbeats_exchange(),
+            t.control_exchange(),
+            t.notices_exchange(),
+        ] {
             let _ = ch
                 .exchange_delete(x.as_str().into(), Default::default())
                 .await;

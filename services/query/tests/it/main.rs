@@ -364,6 +364,130 @@ async fn repeated_requests_are_served_by_the_local_cache() {
     env.cleanup().await;
 }
 
+/// Publishes a change notice on the installation's notices exchange.
+async fn notify(env: &TestEnv, changed: &[(&str, Option<&str>)]) {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let conn = mdp_amqp::connect(RABBITMQ_URL, "it-notify", &cancel)
+        .await
+        .expect("rabbitmq");
+    let publisher = mdp_amqp::Publisher::new(&conn).await.expect("publisher");
+    let notice = mdp_types::ResultNotice {
+        partition: 0,
+        window_id: 2,
+        changed: changed
+            .iter()
+            .map(|(report, tenant)| mdp_types::ChangedRows {
+                report: report.to_string(),
+                tenant: tenant.map(str::to_string),
+            })
+            .collect(),
+    };
+    let exchange = mdp_amqp::Topology::new(&env.prefix, 8).notices_exchange();
+    publisher
+        .publish_json(&exchange, "", &notice, None)
+        .await
+        .expect("publish notice");
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Waits until `metric` (a full sample name with labels) reads at least `min`.
+async fn wait_metric(base: &str, metric: &str, min: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(metric)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if value >= min {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{metric} stayed below {min}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_change_notice_drops_the_cached_answers_of_its_rows_only() {
+    let mut env = seeded().await;
+    env.cache_ttl_ms = 600_000;
+    env.page_size = 10;
+    insert_redis(&env, &M8).await;
+    let (base, ctx) = env.spawn().await;
+    wait_metric(&base, "mdp_query_notice_link_up", 1.0).await;
+    let m7 = format!("{base}/v1/reports/daily/rows?merchant_id=7&limit=10");
+    let m8 = format!("{base}/v1/reports/daily/rows?merchant_id=8&limit=10");
+    let (_, first7) = get_json(&m7).await;
+    let (_, first8) = get_json(&m8).await;
+    assert_eq!(first7["served_by"], "redis");
+    assert_eq!(first7["rows"].as_array().map(Vec::len), Some(3));
+    assert_eq!(first8["rows"].as_array().map(Vec::len), Some(2));
+
+    // Both merchants' rows change; only merchant 7's change is announced.
+    let new7 = DailyRow {
+        merchant: 7,
+        day: "2026-11-22",
+        orders: 5,
+        gmv: "55",
+    };
+    let new8 = DailyRow {
+        merchant: 8,
+        day: "2026-11-22",
+        orders: 6,
+        gmv: "66",
+    };
+    insert_redis(&env, &[new7, new8]).await;
+    let (_, cached7) = get_json(&m7).await;
+    assert_eq!(cached7["served_by"], "cache");
+    assert_eq!(cached7["rows"], first7["rows"]);
+
+    notify(&env, &[("daily", Some("7")), ("by_status", Some("8"))]).await;
+    wait_metric(&base, "mdp_query_notices_total{outcome=\"recorded\"}", 1.0).await;
+    let (_, fresh7) = get_json(&m7).await;
+    assert_eq!(fresh7["served_by"], "redis");
+    assert_eq!(
+        fresh7["rows"][3],
+        json!({"merchant_id": 7, "day": "2026-11-22", "orders": 5, "gmv": 55})
+    );
+    let (_, again7) = get_json(&m7).await;
+    assert_eq!(again7["served_by"], "cache");
+    assert_eq!(again7["rows"], fresh7["rows"]);
+    // Merchant 8's `daily` rows were not named: its cached answer stays.
+    let (_, cached8) = get_json(&m8).await;
+    assert_eq!(cached8["served_by"], "cache");
+    assert_eq!(cached8["rows"], first8["rows"]);
+
+    // A malformed notice is counted and dropped; the listener goes on.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let conn = mdp_amqp::connect(RABBITMQ_URL, "it-notify", &cancel)
+        .await
+        .expect("rabbitmq");
+    let publisher = mdp_amqp::Publisher::new(&conn).await.expect("publisher");
+    let exchange = mdp_amqp::Topology::new(&env.prefix, 8).notices_exchange();
+    publisher
+        .publish_bytes(&exchange, "", b"{not json".to_vec(), None)
+        .await
+        .expect("publish");
+    let _ = conn.close(200, "done".into()).await;
+    wait_metric(&base, "mdp_query_notices_total{outcome=\"malformed\"}", 1.0).await;
+    notify(&env, &[("daily", Some("8"))]).await;
+    wait_metric(&base, "mdp_query_notices_total{outcome=\"recorded\"}", 2.0).await;
+    let (_, fresh8) = get_json(&m8).await;
+    assert_eq!(fresh8["served_by"], "redis");
+    assert_eq!(fresh8["rows"].as_array().map(Vec::len), Some(3));
+    wait_metric(&base, "mdp_query_cache_outdated_total", 2.0).await;
+    ctx.cancel.cancel();
+    env.cleanup().await;
+}
+
 #[actix_web::test]
 async fn mysql_down_serves_redis_alone_and_marks_misses_partial() {
     let mut env = seeded().await;

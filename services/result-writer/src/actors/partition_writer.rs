@@ -6,6 +6,7 @@
 //! ahead of MySQL so reads stay fresh.
 
 use crate::actors::amqp_link::{wait_connected, LinkReceiver};
+use crate::actors::notifier::Notify;
 use crate::domain::PreparedBatch;
 use crate::events;
 use crate::store::ApplyOutcome;
@@ -82,6 +83,7 @@ pub struct PartitionWriter {
     config: PartitionWriterConfig,
     writer: Arc<Writer>,
     link: LinkReceiver,
+    notifier: Recipient<Notify>,
     service: mdp_service::ServiceContext,
     cancel: CancellationToken,
     status: Arc<PartitionStatus>,
@@ -100,6 +102,7 @@ impl PartitionWriter {
         config: PartitionWriterConfig,
         writer: Arc<Writer>,
         link: LinkReceiver,
+        notifier: Recipient<Notify>,
         service: mdp_service::ServiceContext,
         status: Arc<PartitionStatus>,
     ) -> Self {
@@ -108,6 +111,7 @@ impl PartitionWriter {
             config,
             writer,
             link,
+            notifier,
             service,
             cancel,
             status,
@@ -267,6 +271,7 @@ impl PartitionWriter {
         let span = head.span.clone();
         let writer = self.writer.clone();
         self.busy = true;
+        let written = batch.clone();
         let fut = async move {
             let result = writer.commit(&batch, cached_ahead).await;
             if result.is_ok() {
@@ -287,11 +292,13 @@ impl PartitionWriter {
                 Ok(committed) => {
                     act.attempt = 0;
                     let applied = match committed.outcome {
-                        ApplyOutcome::Applied { .. } => act
-                            .pending
-                            .front()
-                            .filter(|head| head.id == id)
-                            .map(|head| head.batch.window_id),
+                        ApplyOutcome::Applied { .. } => {
+                            act.notifier.do_send(Notify(written.notice()));
+                            act.pending
+                                .front()
+                                .filter(|head| head.id == id)
+                                .map(|head| head.batch.window_id)
+                        }
                         ApplyOutcome::Duplicate { applied_window, .. } => Some(applied_window),
                     };
                     if let Some(window) = applied {
@@ -347,6 +354,7 @@ impl PartitionWriter {
             if cached {
                 if let Some(p) = act.pending.iter_mut().find(|p| p.id == id) {
                     p.cached_ahead = true;
+                    act.notifier.do_send(Notify(p.batch.notice()));
                 }
                 act.publish_status();
                 act.drive(ctx);

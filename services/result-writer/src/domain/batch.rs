@@ -4,7 +4,7 @@
 use crate::layout::{self, ReportName, MAX_TENANT_LEN};
 use chrono::NaiveDate;
 use mdp_report::ReportSet;
-use mdp_types::{PartialDelta, ResultBatch, ResultRow};
+use mdp_types::{ChangedRows, PartialDelta, ResultBatch, ResultNotice, ResultRow};
 use std::collections::{BTreeMap, HashMap};
 
 /// Why a batch cannot be applied; it is dead-lettered.
@@ -179,6 +179,23 @@ impl PreparedBatch {
     pub fn row_count(&self) -> usize {
         self.reports.values().map(Vec::len).sum::<usize>()
             + self.partials.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// What readers are told once the batch is written: every (report,
+    /// tenant) it touches.
+    pub fn notice(&self) -> ResultNotice {
+        ResultNotice {
+            partition: self.partition,
+            window_id: u64::try_from(self.window_id).unwrap_or_default(),
+            changed: self
+                .cache_entries()
+                .into_iter()
+                .map(|(report, tenant)| ChangedRows {
+                    report: report.to_string(),
+                    tenant,
+                })
+                .collect(),
+        }
     }
 
     /// Every (report, tenant) cache entry the batch touches.

@@ -180,6 +180,18 @@ impl TestPublisher {
         }
     }
 
+    /// Starts receiving the change notices result-writer publishes.
+    pub async fn notices(&self) -> Notices {
+        let (channel, consumer) =
+            mdp_amqp::fanout_consumer(&self.conn, &self.topology.notices_exchange(), "it-notices")
+                .await
+                .expect("notices consumer");
+        Notices {
+            _channel: channel,
+            consumer,
+        }
+    }
+
     pub async fn batch(&self, batch: &ResultBatch) {
         self.publisher
             .publish_json(
@@ -367,5 +379,30 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.down();
+    }
+}
+
+/// Change notices received on a private queue.
+pub struct Notices {
+    _channel: mdp_amqp::lapin::Channel,
+    consumer: mdp_amqp::lapin::Consumer,
+}
+
+impl Notices {
+    /// The (report, tenant) pairs of every notice received until none has
+    /// arrived for `quiet`.
+    pub async fn changed(
+        &mut self,
+        quiet: Duration,
+    ) -> std::collections::BTreeSet<(String, Option<String>)> {
+        use futures::StreamExt;
+        let mut out = std::collections::BTreeSet::new();
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(quiet, self.consumer.next()).await {
+            let notice: mdp_types::ResultNotice =
+                serde_json::from_slice(&delivery.data).expect("notice json");
+            out.extend(notice.changed.into_iter().map(|c| (c.report, c.tenant)));
+            mdp_amqp::ack(&delivery).await.expect("ack notice");
+        }
+        out
     }
 }

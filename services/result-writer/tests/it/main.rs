@@ -36,6 +36,7 @@ fn key(merchant: i64, day: &str) -> String {
 async fn batches_are_applied_once_in_order_to_mysql_and_redis() {
     let env = TestEnv::new(2);
     let publisher = TestPublisher::new(env.topology()).await;
+    let mut notices = publisher.notices().await;
     let (port, ctx) = env.spawn_writer().await;
     let dup_before = metric("mdp_writer_duplicate_batches_total").await;
 
@@ -84,6 +85,17 @@ async fn batches_are_applied_once_in_order_to_mysql_and_redis() {
     let conn = env.mysql();
     wait_applied(&conn, 0, 4).await;
     wait_applied(&conn, 1, 3).await;
+
+    // Readers were told which merchants' rows changed, and nothing of the
+    // dead-lettered batches.
+    let told = notices.changed(Duration::from_secs(2)).await;
+    let daily = |m: &str| ("daily".to_string(), Some(m.to_string()));
+    assert_eq!(
+        told,
+        [daily("7"), daily("8"), daily("9"), daily("10")]
+            .into_iter()
+            .collect()
+    );
 
     // MySQL holds exactly the newest version of every row.
     let rows = table_rows(&conn).await;

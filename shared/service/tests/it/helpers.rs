@@ -144,7 +144,11 @@ impl ExchangeGuard {
     pub fn new(url: &str, topology: &Topology) -> Self {
         ExchangeGuard {
             url: url.to_string(),
-            names: vec![topology.heartbeats_exchange(), topology.control_exchange()],
+            names: vec![
+                topology.heartbeats_exchange(),
+                topology.control_exchange(),
+                topology.notices_exchange(),
+            ],
             armed: true,
         }
     }
