@@ -270,7 +270,8 @@ mod tests {
                 "x.windows",
                 "x.results",
                 "x.heartbeats",
-                "x.control"
+                "x.control",
+                "x.notices"
             ]
         );
         assert_eq!(
