@@ -293,7 +293,7 @@ mod tests {
             .into_iter()
             .filter(|(_, k)| *k == ExchangeKind::Fanout)
             .count();
-        assert_eq!(fanouts, 2);
+        assert_eq!(fanouts, 3);
     }
 
     #[test]
