@@ -210,7 +210,6 @@ log_filter = "info"
 [ingest]
 listen = "127.0.0.1:{p_ingest}"
 data_dir = "{d}/ingest"
-batch_max_ms = 20
 
 [flow_control]
 listen = "127.0.0.1:{p_flow}"
@@ -226,7 +225,6 @@ listen = "127.0.0.1:{p_writer}"
 
 [query]
 listen = "127.0.0.1:{p_query}"
-cache_ttl_ms = 1
 
 [admin]
 listen = "127.0.0.1:{p_admin}"
