@@ -14,6 +14,7 @@
 use crate::window::{OpenWindow, SealedWindow};
 use mdp_types::{ChangeEvent, Position, WindowId};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,13 +102,11 @@ struct StoredChangeRef<'a> {
     event: &'a ChangeEvent,
 }
 
-/// One log entry: the change, when it was accepted and the trace context of its batch.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoredChange {
-    pub at_ms: i64,
-    #[serde(default)]
-    pub tp: Option<String>,
-    pub event: ChangeEvent,
+/// A log entry with its change left as JSON text.
+#[derive(Deserialize)]
+struct StoredChangeJson<'a> {
+    #[serde(borrow)]
+    event: &'a RawValue,
 }
 
 /// A log entry without its change (recovery only needs these).
@@ -366,13 +365,15 @@ impl KvLog {
         }
     }
 
-    /// The changes stored at `first_seq..=last_seq`, in seq order.
-    pub fn read_changes(
+    /// The changes stored at `first_seq..=last_seq`, in seq order, as the
+    /// JSON they were stored as: a window is published without decoding
+    /// and encoding every change again.
+    pub fn read_changes_json(
         &self,
         partition: u32,
         first_seq: u64,
         last_seq: u64,
-    ) -> Result<Vec<ChangeEvent>, LogError> {
+    ) -> Result<Vec<Box<RawValue>>, LogError> {
         let mut out = Vec::with_capacity(last_seq.saturating_sub(first_seq) as usize + 1);
         let mut expected = first_seq;
         for item in self
@@ -388,13 +389,13 @@ impl KvLog {
                     key: expected,
                 });
             }
-            let stored: StoredChange =
+            let stored: StoredChangeJson<'_> =
                 serde_json::from_slice(&value).map_err(|_| LogError::Corrupt {
                     what: "log entry",
                     partition,
                     key: seq,
                 })?;
-            out.push(stored.event);
+            out.push(stored.event.to_owned());
             expected += 1;
         }
         if expected != last_seq + 1 {
@@ -405,6 +406,26 @@ impl KvLog {
             });
         }
         Ok(out)
+    }
+
+    /// The changes stored at `first_seq..=last_seq`, in seq order, decoded.
+    pub fn read_changes(
+        &self,
+        partition: u32,
+        first_seq: u64,
+        last_seq: u64,
+    ) -> Result<Vec<ChangeEvent>, LogError> {
+        self.read_changes_json(partition, first_seq, last_seq)?
+            .iter()
+            .zip(first_seq..)
+            .map(|(json, seq)| {
+                serde_json::from_str(json.get()).map_err(|_| LogError::Corrupt {
+                    what: "log entry",
+                    partition,
+                    key: seq,
+                })
+            })
+            .collect()
     }
 
     /// One window index entry.

@@ -9,7 +9,9 @@ use actix::prelude::*;
 use mdp_amqp::{AmqpError, Topology};
 use mdp_degrade::DegradeMachine;
 use mdp_service::ServiceContext;
-use mdp_types::Window;
+use mdp_types::WindowId;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -171,19 +173,32 @@ async fn publish_until_confirmed(deps: Deps, mut record: WindowRecord) {
     );
 }
 
+/// A [`mdp_types::Window`] whose changes are the JSON they were stored in
+/// the log as; it encodes exactly as the `Window` would.
+#[derive(Serialize)]
+struct WindowJson<'a> {
+    partition: u32,
+    id: WindowId,
+    first_seq: u64,
+    last_seq: u64,
+    opened_at_ms: i64,
+    sealed_at_ms: i64,
+    changes: &'a [Box<RawValue>],
+}
+
 async fn publish_once(deps: &Deps, record: &WindowRecord) -> Result<(), PublishError> {
     let changes = deps
         .log
-        .read_changes(deps.partition, record.first_seq, record.last_seq)
+        .read_changes_json(deps.partition, record.first_seq, record.last_seq)
         .map_err(PublishError::Kv)?;
-    let window = Window {
+    let window = WindowJson {
         partition: deps.partition,
         id: record.id,
         first_seq: record.first_seq,
         last_seq: record.last_seq,
         opened_at_ms: record.opened_at_ms,
         sealed_at_ms: record.sealed_at_ms.unwrap_or(record.opened_at_ms),
-        changes,
+        changes: &changes,
     };
     let (publisher, generation) =
         deps.link
@@ -210,5 +225,101 @@ async fn publish_once(deps: &Deps, record: &WindowRecord) -> Result<(), PublishE
             generation: Some(generation),
         }),
         Err(_) => Err(PublishError::Timeout { generation }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Append, PartitionMeta};
+    use mdp_types::{ChangeEvent, EventId, Op, Position, Row, TenantId, Value, Window};
+
+    fn order(offset: u64, before: Option<Row>, after: Option<Row>, op: Op) -> ChangeEvent {
+        let position = Position {
+            file: "binlog.000002".into(),
+            offset,
+            row: 1,
+            snapshot: false,
+        };
+        ChangeEvent {
+            id: EventId::from_position("shop", &position),
+            source: "shop".into(),
+            table: "orders".into(),
+            op,
+            tenant: TenantId("42".into()),
+            partition: 3,
+            pk: vec![Value::I(offset as i64)],
+            before,
+            after,
+            commit_ts_ms: 1_700_000_000_000,
+            position,
+            captured_at_ms: 1_700_000_000_050,
+        }
+    }
+
+    fn row(status: &str) -> Row {
+        Row::from([
+            ("id".to_string(), Value::I(9)),
+            ("status".to_string(), Value::S(status.to_string())),
+            (
+                "amount".to_string(),
+                Value::D("1234.50".parse().expect("decimal")),
+            ),
+            ("rate".to_string(), Value::F(0.25)),
+            ("note".to_string(), Value::Null),
+            (
+                "created_at".to_string(),
+                serde_json::from_str(r#"{"Dt":"2026-11-20T23:59:58.125"}"#).expect("datetime"),
+            ),
+            ("raw".to_string(), Value::B(vec![0, 255, 34])),
+        ])
+    }
+
+    #[test]
+    fn a_window_of_stored_change_json_encodes_as_the_decoded_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = KvLog::open(dir.path()).expect("open");
+        let events = vec![
+            order(10, None, Some(row("cart \"new\"\n")), Op::Insert),
+            order(20, Some(row("cart")), Some(row("paid ✓")), Op::Update),
+            order(30, Some(row("paid")), None, Op::Delete),
+        ];
+        let refs: Vec<&ChangeEvent> = events.iter().collect();
+        log.append(&Append {
+            partition: 3,
+            first_seq: 1,
+            at_ms: 5,
+            traceparent: None,
+            events: &refs,
+            meta: &PartitionMeta {
+                last_position: Some(events[2].position.clone()),
+                next_seq: 4,
+            },
+            windows: &[],
+        })
+        .expect("append");
+        let stored = log.read_changes_json(3, 1, 3).expect("read");
+        let raw = serde_json::to_string(&WindowJson {
+            partition: 3,
+            id: 7,
+            first_seq: 1,
+            last_seq: 3,
+            opened_at_ms: 100,
+            sealed_at_ms: 1100,
+            changes: &stored,
+        })
+        .expect("encode");
+        let window = Window {
+            partition: 3,
+            id: 7,
+            first_seq: 1,
+            last_seq: 3,
+            opened_at_ms: 100,
+            sealed_at_ms: 1100,
+            changes: events,
+        };
+        assert_eq!(raw, serde_json::to_string(&window).expect("encode"));
+        let decoded: Window = serde_json::from_str(&raw).expect("decode");
+        assert_eq!(decoded, window);
     }
 }
