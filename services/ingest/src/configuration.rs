@@ -107,6 +107,6 @@ mod tests {
         assert!(c.captures("shop", "orders"));
         assert!(!c.captures("other", "orders"));
         assert!(!c.captures("shop", "audit_log"));
-        assert_eq!(c.batch_max_wait, Duration::from_millis(50));
+        assert_eq!(c.batch_max_wait, Duration::from_millis(20));
     }
 }
