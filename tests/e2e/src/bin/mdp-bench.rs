@@ -110,6 +110,9 @@ struct Params {
     window_ms: u64,
     /// Report names to run; empty = every report of the repository.
     reports: Vec<String>,
+    /// Concurrent readers and duration of the hot-read run.
+    readers: usize,
+    reads: Duration,
 }
 
 fn env_num<T>(name: &'static str, default: T, min: T, max: T) -> Result<T, BenchError>
@@ -151,6 +154,8 @@ impl Params {
             freshness: Duration::from_secs(env_num("MDP_BENCH_FRESHNESS_S", 60u64, 5, 1_800)?),
             probe_every: Duration::from_millis(env_num("MDP_BENCH_PROBE_MS", 250u64, 20, 10_000)?),
             window_ms: env_num("MDP_BENCH_WINDOW_MS", 1_000u64, 10, 60_000)?,
+            readers: env_num("MDP_BENCH_READERS", 32usize, 1, 1_024)?,
+            reads: Duration::from_secs(env_num("MDP_BENCH_READS_S", 10u64, 1, 600)?),
             reports: std::env::var("MDP_BENCH_REPORTS")
                 .unwrap_or_default()
                 .split(',')
@@ -194,6 +199,81 @@ struct Freshness {
     /// Time after the load stopped until served reports equal the source
     /// again, or what still differed when the wait ended.
     settle: Result<Duration, String>,
+}
+
+/// Result of the hot-read run.
+#[derive(Debug, Default)]
+struct HotReads {
+    elapsed: Duration,
+    /// Latency of every answered request, sorted.
+    latencies: Vec<Duration>,
+    /// Answers with a status other than 200, and requests without an answer.
+    failed: u64,
+    /// Answers that came from query's in-process cache.
+    from_cache: u64,
+}
+
+/// `readers` concurrent clients read one merchant's `PROBE_REPORT` rows
+/// each, merchants in turn, for `duration`, on keep-alive connections.
+async fn hot_reads(platform: &Platform, params: &Params) -> HotReads {
+    eprintln!(
+        "bench: hot reads: {} readers for {} s",
+        params.readers,
+        params.reads.as_secs()
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(params.readers)
+        .build()
+        .unwrap_or_default();
+    let url = platform.url("query", &format!("/v1/reports/{}/rows", probe::PROBE_REPORT));
+    let started = Instant::now();
+    let deadline = started + params.reads;
+    let readers: Vec<_> = (0..params.readers)
+        .map(|r| {
+            let client = client.clone();
+            let url = url.clone();
+            let merchants = params.merchants.max(1);
+            tokio::spawn(async move {
+                let mut out = HotReads::default();
+                let mut n = r as u64;
+                while Instant::now() < deadline {
+                    let merchant = 1 + n % merchants;
+                    n += 1;
+                    let sent = Instant::now();
+                    let answer = client
+                        .get(&url)
+                        .query(&[("merchant_id", merchant.to_string())])
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(resp) if resp.status().is_success() => {
+                            let body: Option<serde_json::Value> = resp.json().await.ok();
+                            out.latencies.push(sent.elapsed());
+                            if body.is_some_and(|b| b["served_by"] == "cache") {
+                                out.from_cache += 1;
+                            }
+                        }
+                        _ => out.failed += 1,
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = HotReads::default();
+    for reader in readers {
+        match reader.await {
+            Ok(r) => {
+                all.latencies.extend(r.latencies);
+                all.failed += r.failed;
+                all.from_cache += r.from_cache;
+            }
+            Err(_) => all.failed += 1,
+        }
+    }
+    all.elapsed = started.elapsed();
+    all.latencies.sort();
+    all
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -574,7 +654,13 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1_000.0)
 }
 
-fn print_report(params: &Params, reports: usize, t: &Throughput, f: &Freshness) {
+fn print_report(
+    params: &Params,
+    reports: usize,
+    t: &Throughput,
+    f: &Freshness,
+    h: &HotReads,
+) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut sorted = f.latencies.clone();
     sorted.sort();
@@ -679,6 +765,40 @@ fn print_report(params: &Params, reports: usize, t: &Throughput, f: &Freshness) 
         "  Latency resolution: the query API is polled every {} ms.",
         PROBE_POLL.as_millis()
     );
+    println!();
+    println!(
+        "  3. hot reads (one merchant's {} rows per request, merchants in turn)",
+        probe::PROBE_REPORT
+    );
+    println!("  | what                                   | value |");
+    println!("  |----------------------------------------|-------|");
+    println!(
+        "  | readers / duration                     | {} / {:.1} s |",
+        params.readers,
+        h.elapsed.as_secs_f64()
+    );
+    println!(
+        "  | answered (200)                         | {} ({:.0} requests/s) |",
+        h.latencies.len(),
+        rate(h.latencies.len() as u64, h.elapsed)
+    );
+    println!(
+        "  | served from the in-process cache       | {} |",
+        h.from_cache
+    );
+    println!("  | failed                                 | {} |", h.failed);
+    for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
+        println!(
+            "  | latency {label}                            | {:.2} ms |",
+            percentile(&h.latencies, p).as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "  | latency max                            | {:.2} ms |",
+        h.latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!();
+    println!("  The readers run in this process, on the same cores as the services.");
 }
 
 async fn run(platform: &mut Platform, params: &Params) -> Result<(), BenchError> {
@@ -695,7 +815,8 @@ async fn run(platform: &mut Platform, params: &Params) -> Result<(), BenchError>
     );
     let f = freshness(platform, &source, &specs, params).await?;
     source.close().await;
-    print_report(params, specs.len(), &t, &f);
+    let h = hot_reads(platform, params).await;
+    print_report(params, specs.len(), &t, &f, &h);
     Ok(())
 }
 
