@@ -68,8 +68,9 @@ bench-engine:
     timeout --signal=INT 30m cargo bench -p mdp-window-compute --bench engine
 
 # End-to-end benchmark in release (about 5 min after the build): the six services on loopback,
-# backlog throughput (changes/s until every report equals MariaDB) and commit → query API
-# freshness at 5k changes/s. Tuning variables (MDP_BENCH_*) are listed in docs/benchmarks.md.
+# backlog throughput (changes/s until every report equals MariaDB), commit → query API
+# freshness at 5k changes/s, and cached reads of the query API (requests/s, latency).
+# Tuning variables (MDP_BENCH_*) are listed in docs/benchmarks.md.
 bench: setup
     cargo build --release --workspace --bins
     MDP_BIN_DIR="${CARGO_TARGET_DIR:-target}/release" timeout --signal=INT --kill-after=60s 40m "${CARGO_TARGET_DIR:-target}/release/mdp-bench"
