@@ -354,6 +354,14 @@ listen = "127.0.0.1:{p_admin}"
         }
     }
 
+    /// The running instances and their process ids.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .map(|(instance, child)| (instance.clone(), child.id()))
+            .collect()
+    }
+
     pub fn url(&self, service: &str, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.ports[service], path)
     }

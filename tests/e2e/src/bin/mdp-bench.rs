@@ -213,6 +213,42 @@ struct HotReads {
     from_cache: u64,
 }
 
+/// Resident memory of one service instance, kB, from `/proc/{pid}/status`.
+struct Memory {
+    instance: String,
+    /// `VmHWM`: the peak.
+    peak: Option<u64>,
+    /// `VmRSS`: now.
+    now: Option<u64>,
+    /// `RssAnon`: now, the process's own memory (heap, stacks).
+    anon: Option<u64>,
+    /// `RssFile`: now, mapped file pages (the kernel reclaims them under pressure).
+    file: Option<u64>,
+}
+
+fn memory(platform: &Platform) -> Vec<Memory> {
+    let field = |status: &str, name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    platform
+        .pids()
+        .into_iter()
+        .map(|(instance, pid)| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            Memory {
+                instance,
+                peak: field(&status, "VmHWM:"),
+                now: field(&status, "VmRSS:"),
+                anon: field(&status, "RssAnon:"),
+                file: field(&status, "RssFile:"),
+            }
+        })
+        .collect()
+}
+
 /// `readers` concurrent clients read one merchant's `PROBE_REPORT` rows
 /// each, merchants in turn, for `duration`, on keep-alive connections.
 async fn hot_reads(platform: &Platform, params: &Params) -> HotReads {
@@ -225,7 +261,10 @@ async fn hot_reads(platform: &Platform, params: &Params) -> HotReads {
         .pool_max_idle_per_host(params.readers)
         .build()
         .unwrap_or_default();
-    let url = platform.url("query", &format!("/v1/reports/{}/rows", probe::PROBE_REPORT));
+    let url = platform.url(
+        "query",
+        &format!("/v1/reports/{}/rows", probe::PROBE_REPORT),
+    );
     let started = Instant::now();
     let deadline = started + params.reads;
     let readers: Vec<_> = (0..params.readers)
@@ -660,6 +699,7 @@ fn print_report(
     t: &Throughput,
     f: &Freshness,
     h: &HotReads,
+    mem: &[Memory],
 ) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut sorted = f.latencies.clone();
@@ -786,7 +826,10 @@ fn print_report(
         "  | served from the in-process cache       | {} |",
         h.from_cache
     );
-    println!("  | failed                                 | {} |", h.failed);
+    println!(
+        "  | failed                                 | {} |",
+        h.failed
+    );
     for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
         println!(
             "  | latency {label}                            | {:.2} ms |",
@@ -795,10 +838,34 @@ fn print_report(
     }
     println!(
         "  | latency max                            | {:.2} ms |",
-        h.latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        h.latencies
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
     );
     println!();
     println!("  The readers run in this process, on the same cores as the services.");
+    println!();
+    println!("  4. memory per service instance at the end (resident, from /proc)");
+    println!("  | instance                               | peak | now | now: own (anon) | now: mapped files |");
+    println!("  |----------------------------------------|------|-----|-----------------|-------------------|");
+    let mb = |kb: Option<u64>| {
+        kb.map_or("unknown".to_string(), |kb| {
+            format!("{:.0} MB", kb as f64 / 1024.0)
+        })
+    };
+    for m in mem {
+        println!(
+            "  | {:<38} | {} | {} | {} | {} |",
+            m.instance,
+            mb(m.peak),
+            mb(m.now),
+            mb(m.anon),
+            mb(m.file)
+        );
+    }
 }
 
 async fn run(platform: &mut Platform, params: &Params) -> Result<(), BenchError> {
@@ -816,7 +883,8 @@ async fn run(platform: &mut Platform, params: &Params) -> Result<(), BenchError>
     let f = freshness(platform, &source, &specs, params).await?;
     source.close().await;
     let h = hot_reads(platform, params).await;
-    print_report(params, specs.len(), &t, &f, &h);
+    let mem = memory(platform);
+    print_report(params, specs.len(), &t, &f, &h, &mem);
     Ok(())
 }
 
