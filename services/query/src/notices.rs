@@ -121,11 +121,7 @@ impl NoticeListener {
         let topology = self.topology.clone();
         let cancel = self.ctx.cancel.clone();
         let setup = async move {
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(AmqpError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            let conn = mdp_amqp::connect(&url, &name, &cancel).await?;
+            let conn = mdp_amqp::connect_after(delay, &url, &name, &cancel).await?;
             let set_up = async {
                 let channel = mdp_amqp::open_channel(&conn).await?;
                 mdp_service::declare_fanout_exchanges(&channel, &topology).await?;

@@ -29,6 +29,21 @@ pub fn backoff_delay(attempt: u32) -> Duration {
     half + Duration::from_millis(jitter_ms)
 }
 
+/// [`connect`] after waiting `delay` (a link's backoff before it
+/// reconnects); `Err(Cancelled)` when `cancel` fires during the wait.
+pub async fn connect_after(
+    delay: Duration,
+    url: &str,
+    connection_name: &str,
+    cancel: &CancellationToken,
+) -> Result<Connection, AmqpError> {
+    tokio::select! {
+        _ = cancel.cancelled() => return Err(AmqpError::Cancelled),
+        _ = tokio::time::sleep(delay) => {}
+    }
+    connect(url, connection_name, cancel).await
+}
+
 /// Connects to `url`, naming the connection `connection_name` (shown by the broker).
 ///
 /// Retries forever with [`backoff_delay`]; each failure is logged with an

@@ -40,7 +40,7 @@ mod metrics;
 mod publish;
 mod topology;
 
-pub use connect::{backoff_delay, connect, open_channel};
+pub use connect::{backoff_delay, connect, connect_after, open_channel};
 pub use consume::{
     ack, consumer, dead_letter, decode_json, fanout_consumer, parent_context, requeue, DecodeError,
     FANOUT_PREFETCH,

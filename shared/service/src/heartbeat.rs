@@ -125,13 +125,7 @@ impl HeartbeatActor {
         let name = format!("{} heartbeat", self.ctx.instance);
         let topology = self.topology.clone();
         let cancel = self.ctx.cancel.clone();
-        let setup = async move {
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(AmqpError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            establish(&url, &name, &topology, &cancel).await
-        };
+        let setup = async move { establish(delay, &url, &name, &topology, &cancel).await };
         actx.spawn(setup.into_actor(self).map(move |result, act, actx| {
             if generation != act.generation {
                 return;
@@ -267,15 +261,16 @@ impl Actor for HeartbeatActor {
     }
 }
 
-/// Connects, opens the publisher, declares the fanout exchanges and starts
+/// Connects after `delay`, opens the publisher, declares the fanout exchanges and starts
 /// consuming the control exchange.
 async fn establish(
+    delay: Duration,
     url: &str,
     name: &str,
     topology: &Topology,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(Connection, Publisher, Channel, Consumer), AmqpError> {
-    let conn = mdp_amqp::connect(url, name, cancel).await?;
+    let conn = mdp_amqp::connect_after(delay, url, name, cancel).await?;
     let set_up = async {
         let publisher = Publisher::new(&conn).await?;
         declare_fanout_exchanges(publisher.channel(), topology).await?;

@@ -110,13 +110,7 @@ impl BusActor {
         let name = format!("{} bus", self.ctx.instance);
         let topology = self.topology.clone();
         let cancel = self.ctx.cancel.clone();
-        let setup = async move {
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(AmqpError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            establish(&url, &name, &topology, &cancel).await
-        };
+        let setup = async move { establish(delay, &url, &name, &topology, &cancel).await };
         actx.spawn(setup.into_actor(self).map(move |result, act, actx| {
             if generation != act.generation {
                 return;
@@ -299,15 +293,16 @@ impl Handler<OpenChannel> for BusActor {
     }
 }
 
-/// Connects, opens the control publisher, declares the fanout exchanges and
+/// Connects after `delay`, opens the control publisher, declares the fanout exchanges and
 /// starts consuming heartbeats.
 async fn establish(
+    delay: Duration,
     url: &str,
     name: &str,
     topology: &Topology,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(Connection, Publisher, Channel, Consumer), AmqpError> {
-    let conn = mdp_amqp::connect(url, name, cancel).await?;
+    let conn = mdp_amqp::connect_after(delay, url, name, cancel).await?;
     let set_up = async {
         let publisher = Publisher::new(&conn).await?;
         mdp_service::declare_fanout_exchanges(publisher.channel(), topology).await?;
