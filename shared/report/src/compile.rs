@@ -8,7 +8,7 @@ use crate::agg::{AggKind, AggSpec};
 use crate::datum::{parse_datetime, parse_time, Datum};
 use crate::error::DefinitionError;
 use crate::eval::{ArithOp, CastTo, CmpOp, ColRef, Expr, Loc, LogicOp, LATE_BOUND};
-use crate::functions::{unsupported_specifier, Func};
+use crate::functions::{unsupported_specifier, Func, IntervalUnit};
 use crate::report::{ColumnDef, ColumnRole};
 use crate::tenant::TenantColumns;
 use rust_decimal::Decimal;
@@ -1756,6 +1756,13 @@ impl Compiler<'_> {
         if UNSUPPORTED_AGGREGATES.contains(&name.as_str()) {
             return Err(self.err(loc, format!("aggregate {name}() is not supported")));
         }
+        if let Some(sub) = match name.as_str() {
+            "DATE_ADD" | "ADDDATE" => Some(false),
+            "DATE_SUB" | "SUBDATE" => Some(true),
+            _ => None,
+        } {
+            return self.date_add(&name, sub, &args, loc, mode);
+        }
         let Some(func) = Func::lookup(&name) else {
             return Err(self.err(loc, format!("unknown function {}()", f.name)));
         };
@@ -1796,6 +1803,70 @@ impl Compiler<'_> {
         }
         let _ = e;
         Ok(Expr::Func(func, compiled))
+    }
+
+    /// `DATE_ADD(x, INTERVAL n unit)` and `DATE_SUB`; `ADDDATE(x, n)` and
+    /// `SUBDATE(x, n)` count days.
+    fn date_add(
+        &mut self,
+        name: &str,
+        sub: bool,
+        args: &[&FunctionArgExpr],
+        loc: Loc,
+        mode: Mode,
+    ) -> Res<Expr> {
+        let [FunctionArgExpr::Expr(x), FunctionArgExpr::Expr(n)] = args else {
+            return Err(self.err(
+                loc,
+                format!("{name}() takes 2 arguments: a date and INTERVAL n unit"),
+            ));
+        };
+        let (count, unit) = match n {
+            ast::Expr::Interval(iv) => {
+                if iv.last_field.is_some()
+                    || iv.leading_precision.is_some()
+                    || iv.fractional_seconds_precision.is_some()
+                {
+                    return Err(self.err(
+                        loc,
+                        format!("{name}(): only INTERVAL n unit with one unit is supported"),
+                    ));
+                }
+                let unit = match &iv.leading_field {
+                    Some(DateTimeField::Second | DateTimeField::Seconds) => IntervalUnit::Second,
+                    Some(DateTimeField::Minute | DateTimeField::Minutes) => IntervalUnit::Minute,
+                    Some(DateTimeField::Hour | DateTimeField::Hours) => IntervalUnit::Hour,
+                    Some(DateTimeField::Day | DateTimeField::Days) => IntervalUnit::Day,
+                    Some(DateTimeField::Week(None) | DateTimeField::Weeks) => IntervalUnit::Week,
+                    Some(DateTimeField::Month | DateTimeField::Months) => IntervalUnit::Month,
+                    Some(DateTimeField::Quarter) => IntervalUnit::Quarter,
+                    Some(DateTimeField::Year | DateTimeField::Years) => IntervalUnit::Year,
+                    other => {
+                        return Err(self.err(
+                            loc,
+                            format!(
+                                "{name}(): INTERVAL unit {} is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+                                other.as_ref().map_or("(none)".to_string(), |u| u.to_string())
+                            ),
+                        ))
+                    }
+                };
+                (self.expr(&iv.value, mode)?, unit)
+            }
+            n if matches!(name, "ADDDATE" | "SUBDATE") => (self.expr(n, mode)?, IntervalUnit::Day),
+            _ => {
+                return Err(self.err(
+                    loc,
+                    format!("{name}() takes INTERVAL n unit as its second argument"),
+                ))
+            }
+        };
+        let func = if sub {
+            Func::DateSub(unit)
+        } else {
+            Func::DateAdd(unit)
+        };
+        Ok(Expr::Func(func, vec![self.expr(x, mode)?, count]))
     }
 }
 

@@ -881,7 +881,7 @@ mod robustness {
     //! Data never makes evaluation fail or panic.
 
     use super::*;
-    use crate::functions::{call, Func};
+    use crate::functions::{call, Func, IntervalUnit};
     use proptest::prelude::*;
     use rust_decimal::Decimal;
 
@@ -905,7 +905,7 @@ mod robustness {
         ]
     }
 
-    const FUNCS: [Func; 29] = [
+    const FUNCS: [Func; 33] = [
         Func::If,
         Func::IfNull,
         Func::Coalesce,
@@ -935,6 +935,10 @@ mod robustness {
         Func::DayOfYear,
         Func::Quarter,
         Func::DateFormat,
+        Func::DateAdd(IntervalUnit::Second),
+        Func::DateAdd(IntervalUnit::Month),
+        Func::DateSub(IntervalUnit::Year),
+        Func::DateSub(IntervalUnit::Week),
     ];
 
     proptest! {

@@ -39,6 +39,37 @@ pub(crate) enum Func {
     DayOfYear,
     Quarter,
     DateFormat,
+    /// `DATE_ADD(x, INTERVAL n unit)`, `ADDDATE`.
+    DateAdd(IntervalUnit),
+    /// `DATE_SUB(x, INTERVAL n unit)`, `SUBDATE`.
+    DateSub(IntervalUnit),
+}
+
+/// The unit of `INTERVAL n unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntervalUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl IntervalUnit {
+    /// Whether adding it to a DATE gives a DATE (else a DATETIME).
+    fn keeps_date(self) -> bool {
+        matches!(
+            self,
+            IntervalUnit::Day
+                | IntervalUnit::Week
+                | IntervalUnit::Month
+                | IntervalUnit::Quarter
+                | IntervalUnit::Year
+        )
+    }
 }
 
 impl Func {
@@ -88,6 +119,7 @@ impl Func {
             Func::Coalesce | Func::Concat => (1, None),
             Func::Greatest | Func::Least => (2, None),
             Func::Round => (1, Some(2)),
+            Func::DateAdd(_) | Func::DateSub(_) => (2, Some(2)),
             _ => (1, Some(1)),
         }
     }
@@ -266,6 +298,15 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
         Func::Second => args[0]
             .to_time()
             .map_or(Datum::Null, |t| Datum::Int(i64::from(t.second()))),
+        Func::DateAdd(unit) | Func::DateSub(unit) => {
+            let n = interval_count(&args[1]);
+            let n = if matches!(f, Func::DateSub(_)) {
+                n.and_then(i64::checked_neg)
+            } else {
+                n
+            };
+            n.map_or(Datum::Null, |n| date_add(&args[0], unit, n))
+        }
         Func::DateFormat => {
             let dt = match &args[0] {
                 Datum::Time(_) => None,
@@ -276,6 +317,65 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
                 _ => Datum::Null,
             }
         }
+    }
+}
+
+/// The whole number of units of an interval (MySQL rounds a fractional one
+/// half away from zero).
+fn interval_count(v: &Datum) -> Option<i64> {
+    match v.to_num()? {
+        Num::Int(i) => Some(i),
+        Num::UInt(u) => i64::try_from(u).ok(),
+        Num::Dec(d, _) => d
+            .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
+            .to_i64(),
+        Num::Float(x) if x.is_finite() && x.abs() < 9.2e18 => Some(x.round() as i64),
+        Num::Float(_) => None,
+    }
+}
+
+/// `v` plus `n` units: a DATE stays a DATE for units of days and longer;
+/// results outside years 0–9999 are NULL, as in MySQL. Months clamp to the
+/// month's last day (`2026-01-31` plus one month is `2026-02-28`).
+fn date_add(v: &Datum, unit: IntervalUnit, n: i64) -> Datum {
+    if matches!(v, Datum::Time(_)) {
+        return Datum::Null;
+    }
+    let Some(dt) = v.to_datetime() else {
+        return Datum::Null;
+    };
+    let months = |m: i64| -> Option<NaiveDateTime> {
+        let count = chrono::Months::new(u32::try_from(m.unsigned_abs()).ok()?);
+        if m >= 0 {
+            dt.checked_add_months(count)
+        } else {
+            dt.checked_sub_months(count)
+        }
+    };
+    let delta = |secs_per_unit: i64| {
+        n.checked_mul(secs_per_unit)
+            .and_then(chrono::TimeDelta::try_seconds)
+            .and_then(|d| dt.checked_add_signed(d))
+    };
+    let out = match unit {
+        IntervalUnit::Second => delta(1),
+        IntervalUnit::Minute => delta(60),
+        IntervalUnit::Hour => delta(3_600),
+        IntervalUnit::Day => delta(86_400),
+        IntervalUnit::Week => delta(7 * 86_400),
+        IntervalUnit::Month => months(n),
+        IntervalUnit::Quarter => n.checked_mul(3).and_then(months),
+        IntervalUnit::Year => n.checked_mul(12).and_then(months),
+    };
+    match out {
+        Some(r) if (0..=9999).contains(&r.year()) => {
+            if matches!(v, Datum::Date(_)) && unit.keeps_date() {
+                Datum::Date(r.date())
+            } else {
+                Datum::DateTime(r)
+            }
+        }
+        _ => Datum::Null,
     }
 }
 
@@ -477,6 +577,72 @@ mod tests {
     /// The result as MySQL shows it (decimals with their display scale).
     fn v(f: Func, args: Vec<Datum>) -> String {
         call(f, args).to_text().unwrap_or_else(|| "NULL".into())
+    }
+
+    #[test]
+    fn date_add_and_sub_follow_mysql() {
+        let dt = |s: &str| {
+            Datum::DateTime(
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").expect("datetime"),
+            )
+        };
+        let date = |s: &str| Datum::Date(NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date"));
+        let add = |u, x: Datum, n: i64| v(Func::DateAdd(u), vec![x, Datum::Int(n)]);
+        let sub = |u, x: Datum, n: i64| v(Func::DateSub(u), vec![x, Datum::Int(n)]);
+        // Across midnight and the year's end.
+        assert_eq!(
+            add(IntervalUnit::Hour, dt("2026-12-31 20:30:00"), 8),
+            "2027-01-01 04:30:00"
+        );
+        assert_eq!(
+            sub(IntervalUnit::Minute, dt("2026-03-01 00:10:00"), 20),
+            "2026-02-28 23:50:00"
+        );
+        // A DATE stays a DATE for days and longer, becomes a DATETIME for shorter units.
+        assert_eq!(add(IntervalUnit::Day, date("2026-02-28"), 1), "2026-03-01");
+        assert_eq!(
+            add(IntervalUnit::Hour, date("2026-02-28"), 1),
+            "2026-02-28 01:00:00"
+        );
+        // Months clamp to the month's last day.
+        assert_eq!(
+            add(IntervalUnit::Month, date("2026-01-31"), 1),
+            "2026-02-28"
+        );
+        assert_eq!(sub(IntervalUnit::Year, date("2028-02-29"), 1), "2027-02-28");
+        assert_eq!(
+            add(IntervalUnit::Quarter, date("2026-11-30"), 1),
+            "2027-02-28"
+        );
+        assert_eq!(
+            sub(IntervalUnit::Week, date("2026-11-22"), -2),
+            "2026-12-06"
+        );
+        // Text is read as a datetime; a fractional count rounds half away from zero.
+        assert_eq!(
+            v(
+                Func::DateAdd(IntervalUnit::Second),
+                vec![
+                    Datum::Str("2026-11-22 10:00:00".into()),
+                    Datum::Dec(dec("1.5"), 1)
+                ]
+            ),
+            "2026-11-22 10:00:02"
+        );
+        // NULL in, NULL out; out of range is NULL.
+        assert_eq!(add(IntervalUnit::Day, Datum::Null, 1), "NULL");
+        assert_eq!(
+            v(
+                Func::DateAdd(IntervalUnit::Day),
+                vec![date("2026-11-22"), Datum::Null]
+            ),
+            "NULL"
+        );
+        assert_eq!(add(IntervalUnit::Year, date("9999-06-01"), 1), "NULL");
+        assert_eq!(
+            add(IntervalUnit::Second, dt("2026-11-22 00:00:00"), i64::MAX),
+            "NULL"
+        );
     }
 
     #[test]

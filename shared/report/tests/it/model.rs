@@ -17,8 +17,23 @@ pub const CHANNELS: [&str; 5] = ["web", "Web", "WEB ", "app", "App"];
 /// SUM, AVG, MIN, MAX, COUNT(DISTINCT) over integers, decimals, doubles,
 /// strings and datetimes, CASE, IF, IFNULL, COALESCE, GREATEST, arithmetic
 /// (including `/` and DIV), CAST, CONCAT, LIKE, BETWEEN, IN, HAVING and the
-/// date functions DATE, HOUR, EXTRACT, WEEKDAY, DAYOFWEEK, DATE_FORMAT.
+/// date functions DATE, HOUR, EXTRACT, WEEKDAY, DAYOFWEEK, DATE_FORMAT,
+/// DATE_ADD and DATE_SUB.
 pub const REPORTS: &[(&str, &str)] = &[
+    (
+        // A local day and hour eight hours ahead of the stored time.
+        "shifted",
+        "SELECT merchant_id, DATE(DATE_ADD(created_at, INTERVAL 8 HOUR)) AS local_day,
+           HOUR(DATE_ADD(created_at, INTERVAL 8 HOUR)) AS local_hour, COUNT(*) AS n, SUM(amount) AS gmv,
+           MIN(DATE_SUB(created_at, INTERVAL 90 MINUTE)) AS first_less_90m,
+           MAX(DATE_ADD(DATE(created_at), INTERVAL 1 MONTH)) AS month_later,
+           MAX(DATE_SUB(created_at, INTERVAL qty DAY)) AS less_qty_days,
+           COUNT(DISTINCT ADDDATE(DATE(created_at), 7)) AS weeks_later,
+           MIN(DATE_ADD(created_at, INTERVAL -2 WEEK)) AS two_weeks_back,
+           MAX(SUBDATE(DATE(created_at), INTERVAL 1 YEAR)) AS year_back
+         FROM orders GROUP BY merchant_id, DATE(DATE_ADD(created_at, INTERVAL 8 HOUR)),
+           HOUR(DATE_ADD(created_at, INTERVAL 8 HOUR))",
+    ),
     (
         "daily",
         "SELECT merchant_id, DATE(created_at) AS day, COUNT(*) AS orders, COUNT(customer_id) AS with_customer,
