@@ -2038,6 +2038,14 @@ mod tests {
                 "reports/r.sql:1:35: a report needs GROUP BY: its GROUP BY expressions are the key of its rows",
             ),
             (
+                "SELECT merchant_id, MAX(DATE_ADD(created_at, 8)) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: DATE_ADD() takes INTERVAL n unit as its second argument",
+            ),
+            (
+                "SELECT merchant_id, MAX(DATE_ADD(created_at, INTERVAL 5 MICROSECOND)) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: DATE_ADD(): INTERVAL unit MICROSECOND is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+            ),
+            (
                 "SELECT merchant_id, status, COUNT(*) FROM orders GROUP BY merchant_id",
                 "reports/r.sql:1:21: column `status` is neither in GROUP BY nor inside an aggregate",
             ),
