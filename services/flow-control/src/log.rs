@@ -414,26 +414,6 @@ impl KvLog {
         Ok(out)
     }
 
-    /// The changes stored at `first_seq..=last_seq`, in seq order, decoded.
-    pub fn read_changes(
-        &self,
-        partition: u32,
-        first_seq: u64,
-        last_seq: u64,
-    ) -> Result<Vec<ChangeEvent>, LogError> {
-        self.read_changes_json(partition, first_seq, last_seq)?
-            .iter()
-            .zip(first_seq..)
-            .map(|(json, seq)| {
-                serde_json::from_str(json.get()).map_err(|_| LogError::Corrupt {
-                    what: "log entry",
-                    partition,
-                    key: seq,
-                })
-            })
-            .collect()
-    }
-
     /// One window index entry.
     pub fn window(&self, partition: u32, id: WindowId) -> Result<Option<WindowRecord>, LogError> {
         self.windows
@@ -574,6 +554,22 @@ mod tests {
     use super::*;
     use crate::dedup::tests::event;
     use crate::window::{SealReason, WindowCutter, WindowSpec};
+
+    impl KvLog {
+        /// The changes stored at `first_seq..=last_seq`, decoded.
+        fn read_changes(
+            &self,
+            partition: u32,
+            first_seq: u64,
+            last_seq: u64,
+        ) -> Result<Vec<ChangeEvent>, LogError> {
+            Ok(self
+                .read_changes_json(partition, first_seq, last_seq)?
+                .iter()
+                .map(|json| serde_json::from_str(json.get()).expect("stored change"))
+                .collect())
+        }
+    }
 
     fn append(
         log: &KvLog,

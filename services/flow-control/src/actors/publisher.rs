@@ -298,17 +298,6 @@ mod tests {
             windows: &[],
         })
         .expect("append");
-        let stored = log.read_changes_json(3, 1, 3).expect("read");
-        let raw = serde_json::to_string(&WindowJson {
-            partition: 3,
-            id: 7,
-            first_seq: 1,
-            last_seq: 3,
-            opened_at_ms: 100,
-            sealed_at_ms: 1100,
-            changes: &stored,
-        })
-        .expect("encode");
         let window = Window {
             partition: 3,
             id: 7,
@@ -318,6 +307,17 @@ mod tests {
             sealed_at_ms: 1100,
             changes: events,
         };
+        let stored = log.read_changes_json(3, 1, 3).expect("read");
+        let raw = serde_json::to_string(&WindowJson {
+            partition: window.partition,
+            id: window.id,
+            first_seq: window.first_seq,
+            last_seq: window.last_seq,
+            opened_at_ms: window.opened_at_ms,
+            sealed_at_ms: window.sealed_at_ms,
+            changes: &stored,
+        })
+        .expect("encode");
         assert_eq!(raw, serde_json::to_string(&window).expect("encode"));
         let decoded: Window = serde_json::from_str(&raw).expect("decode");
         assert_eq!(decoded, window);

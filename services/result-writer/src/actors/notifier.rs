@@ -93,9 +93,11 @@ impl Notifier {
                 (Some(p), _) => p,
                 (None, Some(conn)) => match Publisher::new(&conn).await {
                     Ok(p) => p,
-                    Err(e) => return (None, Err(mdp_telemetry::error_chain(&e))),
+                    Err(e) => return (None, Err(("failed", mdp_telemetry::error_chain(&e)))),
                 },
-                (None, None) => return (None, Err(String::new())),
+                (None, None) => {
+                    return (None, Err(("no_link", "no rabbitmq connection".to_string())))
+                }
             };
             let sent = tokio::time::timeout(
                 PUBLISH_TIMEOUT,
@@ -104,10 +106,10 @@ impl Notifier {
             .await;
             let result = match sent {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(mdp_telemetry::error_chain(&e)),
-                Err(_) => Err(format!(
-                    "no publish confirm within {} s",
-                    PUBLISH_TIMEOUT.as_secs()
+                Ok(Err(e)) => Err(("failed", mdp_telemetry::error_chain(&e))),
+                Err(_) => Err((
+                    "failed",
+                    format!("no publish confirm within {} s", PUBLISH_TIMEOUT.as_secs()),
                 )),
             };
             (Some(publisher), result)
@@ -119,8 +121,7 @@ impl Notifier {
                     act.busy = false;
                     let (outcome, error) = match &result {
                         Ok(()) => ("published", None),
-                        Err(e) if e.is_empty() => ("no_link", Some("no rabbitmq connection")),
-                        Err(e) => ("failed", Some(e.as_str())),
+                        Err((outcome, e)) => (*outcome, Some(e.as_str())),
                     };
                     events::Notice {
                         outcome,

@@ -469,8 +469,8 @@ fn engine_failures_and_panics_roll_back() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(state.progress().expect("progress"), before);
-    // Nor did they reach the state cache: window 2 counts merchant a's
-    // second order, not a third from the failed attempts.
+    // Nothing of the failed attempts stays behind: window 2 counts
+    // merchant a's second order, not a third.
     let out = state
         .compute(&CountingEngine, &ws[1..2], 7_000)
         .expect("window 2");
@@ -499,8 +499,8 @@ fn two_handles_on_one_file_see_each_others_commits() {
     assert_eq!(out.duplicates, vec![1]);
     assert_eq!(out.applied, vec![2]);
     assert_eq!(a.progress().expect("progress").last_applied_window, 2);
-    // a takes the partition back: what it has cached of window 1 must not
-    // hide b's window 2 (merchant a has 2 orders, not 1).
+    // a takes the partition back and sees b's window 2 (merchant a has 2
+    // orders, not 1).
     let out = a
         .compute(&CountingEngine, &ws[2..], 7_000)
         .expect("a continues");
