@@ -302,6 +302,20 @@ impl Compiler<'_> {
             .unwrap_or(Loc { line: 1, column: 1 })
     }
 
+    /// Location of the last `kw` (unquoted) starting before `before`: the
+    /// parser's span of `INTERVAL n unit` starts at `n`.
+    fn kw_loc_before(&self, kw: &str, before: Loc) -> Loc {
+        let before = (before.line, before.column);
+        self.tokens
+            .iter()
+            .rfind(|t| {
+                matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
+                    && (t.span.start.line, t.span.start.column) < before
+            })
+            .map(|t| self.loc_of(t.span))
+            .unwrap_or(Loc { line: 1, column: 1 })
+    }
+
     /// Source text of a span of tokens (for MySQL's default column names).
     fn text_between(&self, start: &TokenWithSpan, end: &TokenWithSpan) -> String {
         let offset = |line: u64, column: u64| -> Option<usize> {
@@ -1303,6 +1317,39 @@ impl Compiler<'_> {
                 )),
                 other => return Err(self.unsupported(e, &format!("operator {other}"))),
             },
+            // `x + INTERVAL n unit`, `INTERVAL n unit + x`, `x - INTERVAL n unit`
+            // are DATE_ADD / DATE_SUB, as in MySQL.
+            A::BinaryOp {
+                left,
+                op: op @ (BinaryOperator::Plus | BinaryOperator::Minus),
+                right,
+            } if matches!(right.as_ref(), A::Interval(_))
+                || matches!(left.as_ref(), A::Interval(_)) =>
+            {
+                let mut loc = self.loc_of(e.span());
+                if matches!(left.as_ref(), A::Interval(_)) {
+                    loc = self.kw_loc_before("INTERVAL", loc);
+                }
+                let sub = matches!(op, BinaryOperator::Minus);
+                let (date, interval) = match (left.as_ref(), right.as_ref()) {
+                    (A::Interval(_), A::Interval(_)) => {
+                        return Err(self.err(loc, "adding two INTERVALs is not supported: add each to the date"))
+                    }
+                    (A::Interval(_), _) if sub => {
+                        return Err(self.err(loc, "INTERVAL … - date is not valid: write date - INTERVAL …"))
+                    }
+                    (A::Interval(iv), date) | (date, A::Interval(iv)) => (date, iv),
+                    _ => return Err(self.unsupported(e, "this INTERVAL form")),
+                };
+                let what = if sub { "- INTERVAL" } else { "+ INTERVAL" };
+                let (count, unit) = self.interval(interval, what, loc, mode)?;
+                let func = if sub {
+                    Func::DateSub(unit)
+                } else {
+                    Func::DateAdd(unit)
+                };
+                Expr::Func(func, vec![self.expr(date, mode)?, count])
+            }
             A::BinaryOp { left, op, right } => {
                 let (l, r) = (self.boxed(left, mode)?, self.boxed(right, mode)?);
                 match op {
@@ -1545,7 +1592,12 @@ impl Compiler<'_> {
                     "subqueries are not supported in a report definition",
                 ))
             }
-            A::Interval(_) => return Err(self.unsupported(e, "INTERVAL arithmetic")),
+            A::Interval(_) => {
+                return Err(self.err(
+                    self.kw_loc_before("INTERVAL", self.loc_of(e.span())),
+                    "INTERVAL other than in DATE_ADD()/DATE_SUB() or added to a date (x + INTERVAL n unit) is not supported in a report definition",
+                ))
+            }
             A::Collate { .. } => return Err(self.unsupported(e, "COLLATE")),
             A::Substring { .. } => return Err(self.unsupported(e, "SUBSTRING()")),
             A::Trim { .. } => return Err(self.unsupported(e, "TRIM()")),
@@ -1822,37 +1874,7 @@ impl Compiler<'_> {
             ));
         };
         let (count, unit) = match n {
-            ast::Expr::Interval(iv) => {
-                if iv.last_field.is_some()
-                    || iv.leading_precision.is_some()
-                    || iv.fractional_seconds_precision.is_some()
-                {
-                    return Err(self.err(
-                        loc,
-                        format!("{name}(): only INTERVAL n unit with one unit is supported"),
-                    ));
-                }
-                let unit = match &iv.leading_field {
-                    Some(DateTimeField::Second | DateTimeField::Seconds) => IntervalUnit::Second,
-                    Some(DateTimeField::Minute | DateTimeField::Minutes) => IntervalUnit::Minute,
-                    Some(DateTimeField::Hour | DateTimeField::Hours) => IntervalUnit::Hour,
-                    Some(DateTimeField::Day | DateTimeField::Days) => IntervalUnit::Day,
-                    Some(DateTimeField::Week(None) | DateTimeField::Weeks) => IntervalUnit::Week,
-                    Some(DateTimeField::Month | DateTimeField::Months) => IntervalUnit::Month,
-                    Some(DateTimeField::Quarter) => IntervalUnit::Quarter,
-                    Some(DateTimeField::Year | DateTimeField::Years) => IntervalUnit::Year,
-                    other => {
-                        return Err(self.err(
-                            loc,
-                            format!(
-                                "{name}(): INTERVAL unit {} is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
-                                other.as_ref().map_or("(none)".to_string(), |u| u.to_string())
-                            ),
-                        ))
-                    }
-                };
-                (self.expr(&iv.value, mode)?, unit)
-            }
+            ast::Expr::Interval(iv) => self.interval(iv, &format!("{name}()"), loc, mode)?,
             n if matches!(name, "ADDDATE" | "SUBDATE") => (self.expr(n, mode)?, IntervalUnit::Day),
             _ => {
                 return Err(self.err(
@@ -1867,6 +1889,46 @@ impl Compiler<'_> {
             Func::DateAdd(unit)
         };
         Ok(Expr::Func(func, vec![self.expr(x, mode)?, count]))
+    }
+
+    /// The count and unit of `INTERVAL n unit`; `what` names the
+    /// construct in messages (`DATE_ADD()`, `+ INTERVAL`).
+    fn interval(
+        &mut self,
+        iv: &ast::Interval,
+        what: &str,
+        loc: Loc,
+        mode: Mode,
+    ) -> Res<(Expr, IntervalUnit)> {
+        if iv.last_field.is_some()
+            || iv.leading_precision.is_some()
+            || iv.fractional_seconds_precision.is_some()
+        {
+            return Err(self.err(
+                loc,
+                format!("{what}: only INTERVAL n unit with one unit is supported"),
+            ));
+        }
+        let unit = match &iv.leading_field {
+            Some(DateTimeField::Second | DateTimeField::Seconds) => IntervalUnit::Second,
+            Some(DateTimeField::Minute | DateTimeField::Minutes) => IntervalUnit::Minute,
+            Some(DateTimeField::Hour | DateTimeField::Hours) => IntervalUnit::Hour,
+            Some(DateTimeField::Day | DateTimeField::Days) => IntervalUnit::Day,
+            Some(DateTimeField::Week(None) | DateTimeField::Weeks) => IntervalUnit::Week,
+            Some(DateTimeField::Month | DateTimeField::Months) => IntervalUnit::Month,
+            Some(DateTimeField::Quarter) => IntervalUnit::Quarter,
+            Some(DateTimeField::Year | DateTimeField::Years) => IntervalUnit::Year,
+            other => {
+                return Err(self.err(
+                    loc,
+                    format!(
+                        "{what}: INTERVAL unit {} is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+                        other.as_ref().map_or("(none)".to_string(), |u| u.to_string())
+                    ),
+                ))
+            }
+        };
+        Ok((self.expr(&iv.value, mode)?, unit))
     }
 }
 
@@ -1892,6 +1954,10 @@ fn is_date_typed(e: &Expr) -> bool {
     match e {
         Expr::Func(Func::DateFormat, args) => {
             matches!(args.get(1), Some(Expr::Lit(Datum::Str(f))) if f == "%Y-%m-%d")
+        }
+        // A day moved by days, weeks, months, …: `DATE(x) + INTERVAL 1 DAY`.
+        Expr::Func(Func::DateAdd(unit) | Func::DateSub(unit), args) => {
+            unit.keeps_date() && args.first().is_some_and(is_date_typed)
         }
         Expr::Func(f, _) => f.returns_date(),
         Expr::Cast(_, CastTo::Date) => true,
@@ -1968,6 +2034,13 @@ mod tests {
         let r = parse("SELECT merchant_id, DATE_FORMAT(created_at, '%Y-%m') AS month, DATE_FORMAT(created_at, '%Y-%m-%d') AS day, COUNT(*) FROM orders GROUP BY 1, 2, 3")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.date_column, Some(2));
+        // A day moved by whole days is a day; moved by hours it is a time.
+        let r = parse("SELECT merchant_id, created_at + INTERVAL 8 HOUR AS t, DATE(created_at) - INTERVAL 1 MONTH AS m, COUNT(*) FROM orders GROUP BY 1, 2, 3")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.date_column, Some(2));
+        let r = parse("SELECT merchant_id, DATE(created_at) + INTERVAL 8 HOUR AS t, COUNT(*) FROM orders GROUP BY 1, 2")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.date_column, None);
     }
 
     #[test]
@@ -2044,6 +2117,18 @@ mod tests {
             (
                 "SELECT merchant_id, MAX(DATE_ADD(created_at, INTERVAL 5 MICROSECOND)) FROM orders GROUP BY merchant_id",
                 "reports/r.sql:1:25: DATE_ADD(): INTERVAL unit MICROSECOND is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+            ),
+            (
+                "SELECT merchant_id, MAX(INTERVAL 1 DAY - created_at) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: INTERVAL … - date is not valid: write date - INTERVAL …",
+            ),
+            (
+                "SELECT merchant_id, MAX(created_at + INTERVAL 5 MICROSECOND) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: + INTERVAL: INTERVAL unit MICROSECOND is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+            ),
+            (
+                "SELECT merchant_id, MAX(created_at * INTERVAL 1 DAY) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:38: INTERVAL other than in DATE_ADD()/DATE_SUB() or added to a date (x + INTERVAL n unit) is not supported in a report definition",
             ),
             (
                 "SELECT merchant_id, status, COUNT(*) FROM orders GROUP BY merchant_id",

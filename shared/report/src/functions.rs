@@ -60,7 +60,7 @@ pub(crate) enum IntervalUnit {
 
 impl IntervalUnit {
     /// Whether adding it to a DATE gives a DATE (else a DATETIME).
-    fn keeps_date(self) -> bool {
+    pub(crate) fn keeps_date(self) -> bool {
         matches!(
             self,
             IntervalUnit::Day

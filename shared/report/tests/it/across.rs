@@ -62,6 +62,23 @@ const REPORTS: &[(&str, &str)] = &[
          GROUP BY m.city, EXTRACT(HOUR FROM o.created_at)",
     ),
     (
+        // Four tables: order lines by the merchant's city, the product's
+        // category and the order's hour. A city change, a category change
+        // and an order's status or time change each move lines. (The shop's
+        // product ids are shared by merchants, so ON names the merchant too:
+        // a join stays inside a merchant's partition.)
+        "city_category_hourly_all",
+        "SELECT m.city, p.category, HOUR(o.created_at) AS hour, COUNT(*) AS item_lines,
+           SUM(i.qty * i.price) AS revenue, COUNT(DISTINCT o.id) AS orders,
+           COUNT(DISTINCT m.id) AS merchants, MIN(i.qty) AS min_qty, AVG(i.price) AS avg_price
+         FROM order_items i
+         JOIN orders o ON o.id = i.order_id
+         JOIN products p ON p.id = i.product_id AND p.merchant_id = i.merchant_id
+         JOIN merchants m ON m.id = o.merchant_id
+         WHERE o.status <> 'cancelled'
+         GROUP BY m.city, p.category, HOUR(o.created_at)",
+    ),
+    (
         // One table, HAVING over the merged state.
         "status_days",
         "SELECT status, COUNT(*) AS n, COUNT(DISTINCT DATE(created_at)) AS days,

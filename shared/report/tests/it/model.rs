@@ -30,9 +30,12 @@ pub const REPORTS: &[(&str, &str)] = &[
            MAX(DATE_SUB(created_at, INTERVAL qty DAY)) AS less_qty_days,
            COUNT(DISTINCT ADDDATE(DATE(created_at), 7)) AS weeks_later,
            MIN(DATE_ADD(created_at, INTERVAL -2 WEEK)) AS two_weeks_back,
-           MAX(SUBDATE(DATE(created_at), INTERVAL 1 YEAR)) AS year_back
+           MAX(SUBDATE(DATE(created_at), INTERVAL 1 YEAR)) AS year_back,
+           MIN(created_at - INTERVAL 90 MINUTE) AS op_less_90m,
+           MAX(INTERVAL 1 MONTH + DATE(created_at)) AS op_month_later,
+           COUNT(DISTINCT created_at + INTERVAL qty HOUR) AS op_plus_qty_hours
          FROM orders GROUP BY merchant_id, DATE(DATE_ADD(created_at, INTERVAL 8 HOUR)),
-           HOUR(DATE_ADD(created_at, INTERVAL 8 HOUR))",
+           HOUR(created_at + INTERVAL 8 HOUR)",
     ),
     (
         "daily",
