@@ -1815,6 +1815,9 @@ impl Compiler<'_> {
         } {
             return self.date_add(&name, sub, &args, loc, mode);
         }
+        if name == "TIMESTAMPDIFF" {
+            return self.timestamp_diff(&args, loc, mode);
+        }
         let Some(func) = Func::lookup(&name) else {
             return Err(self.err(loc, format!("unknown function {}()", f.name)));
         };
@@ -1891,6 +1894,34 @@ impl Compiler<'_> {
         Ok(Expr::Func(func, vec![self.expr(x, mode)?, count]))
     }
 
+    /// `TIMESTAMPDIFF(unit, a, b)`.
+    fn timestamp_diff(&mut self, args: &[&FunctionArgExpr], loc: Loc, mode: Mode) -> Res<Expr> {
+        let [FunctionArgExpr::Expr(unit), FunctionArgExpr::Expr(a), FunctionArgExpr::Expr(b)] =
+            args
+        else {
+            return Err(self.err(
+                loc,
+                "TIMESTAMPDIFF() takes 3 arguments: a unit, a start and an end",
+            ));
+        };
+        let unit = match unit {
+            ast::Expr::Identifier(id) if id.quote_style.is_none() => {
+                interval_unit(&id.value.to_ascii_uppercase())
+            }
+            _ => None,
+        };
+        let Some(unit) = unit else {
+            return Err(self.err(
+                loc,
+                "TIMESTAMPDIFF(): the unit must be SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR",
+            ));
+        };
+        Ok(Expr::Func(
+            Func::TimestampDiff(unit),
+            vec![self.expr(a, mode)?, self.expr(b, mode)?],
+        ))
+    }
+
     /// The count and unit of `INTERVAL n unit`; `what` names the
     /// construct in messages (`DATE_ADD()`, `+ INTERVAL`).
     fn interval(
@@ -1930,6 +1961,21 @@ impl Compiler<'_> {
         };
         Ok((self.expr(&iv.value, mode)?, unit))
     }
+}
+
+/// A unit of `TIMESTAMPDIFF` by name.
+fn interval_unit(name: &str) -> Option<IntervalUnit> {
+    Some(match name {
+        "SECOND" => IntervalUnit::Second,
+        "MINUTE" => IntervalUnit::Minute,
+        "HOUR" => IntervalUnit::Hour,
+        "DAY" => IntervalUnit::Day,
+        "WEEK" => IntervalUnit::Week,
+        "MONTH" => IntervalUnit::Month,
+        "QUARTER" => IntervalUnit::Quarter,
+        "YEAR" => IntervalUnit::Year,
+        _ => return None,
+    })
 }
 
 /// The operands of a chain of ANDs (parentheses looked through).

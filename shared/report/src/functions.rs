@@ -43,6 +43,18 @@ pub(crate) enum Func {
     DateAdd(IntervalUnit),
     /// `DATE_SUB(x, INTERVAL n unit)`, `SUBDATE`.
     DateSub(IntervalUnit),
+    /// `WEEK(x[, mode])`.
+    Week,
+    /// `YEARWEEK(x[, mode])`.
+    YearWeek,
+    DayName,
+    MonthName,
+    LastDay,
+    ToDays,
+    /// `DATEDIFF(a, b)`: days from `b` to `a`.
+    DateDiff,
+    /// `TIMESTAMPDIFF(unit, a, b)`: whole units from `a` to `b`.
+    TimestampDiff(IntervalUnit),
 }
 
 /// The unit of `INTERVAL n unit`.
@@ -105,6 +117,13 @@ impl Func {
             "DAYOFYEAR" => Func::DayOfYear,
             "QUARTER" => Func::Quarter,
             "DATE_FORMAT" => Func::DateFormat,
+            "WEEK" => Func::Week,
+            "YEARWEEK" => Func::YearWeek,
+            "DAYNAME" => Func::DayName,
+            "MONTHNAME" => Func::MonthName,
+            "LAST_DAY" => Func::LastDay,
+            "TO_DAYS" => Func::ToDays,
+            "DATEDIFF" => Func::DateDiff,
             _ => return None,
         })
     }
@@ -113,9 +132,14 @@ impl Func {
     pub(crate) fn arity(self) -> (usize, Option<usize>) {
         match self {
             Func::If => (3, Some(3)),
-            Func::IfNull | Func::NullIf | Func::Mod | Func::Truncate | Func::DateFormat => {
-                (2, Some(2))
-            }
+            Func::IfNull
+            | Func::NullIf
+            | Func::Mod
+            | Func::Truncate
+            | Func::DateFormat
+            | Func::DateDiff
+            | Func::TimestampDiff(_) => (2, Some(2)),
+            Func::Week | Func::YearWeek => (1, Some(2)),
             Func::Coalesce | Func::Concat => (1, None),
             Func::Greatest | Func::Least => (2, None),
             Func::Round => (1, Some(2)),
@@ -126,7 +150,7 @@ impl Func {
 
     /// Whether the result is of DATE type whatever the input.
     pub(crate) fn returns_date(self) -> bool {
-        matches!(self, Func::Date)
+        matches!(self, Func::Date | Func::LastDay)
     }
 }
 
@@ -317,6 +341,188 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
                 _ => Datum::Null,
             }
         }
+        Func::Week | Func::YearWeek => {
+            // A NULL mode reads as 0, as in MySQL.
+            let mode = args
+                .get(1)
+                .and_then(Datum::to_num)
+                .and_then(|n| n.exact())
+                .and_then(|d| d.trunc().to_i64())
+                .unwrap_or(0);
+            let Some(d) = date_of(&args[0]) else {
+                return Datum::Null;
+            };
+            let mode = week_mode(mode);
+            if f == Func::Week {
+                Datum::Int(calc_week(d, mode).0)
+            } else {
+                let (week, year) = calc_week(d, mode | WEEK_YEAR);
+                Datum::Int(year * 100 + week)
+            }
+        }
+        Func::DayName => date_of(&args[0]).map_or(Datum::Null, |d| {
+            Datum::Str(DAYS[d.weekday().num_days_from_monday() as usize].to_string())
+        }),
+        Func::MonthName => date_of(&args[0]).map_or(Datum::Null, |d| {
+            Datum::Str(MONTHS[d.month0() as usize].to_string())
+        }),
+        Func::LastDay => date_of(&args[0])
+            .and_then(|d| {
+                let first = d.with_day(1)?;
+                first.checked_add_months(chrono::Months::new(1))?.pred_opt()
+            })
+            .map_or(Datum::Null, Datum::Date),
+        Func::ToDays => date_of(&args[0]).map_or(Datum::Null, |d| Datum::Int(day_number(d))),
+        Func::DateDiff => match (date_of(&args[0]), date_of(&args[1])) {
+            (Some(a), Some(b)) => Datum::Int(day_number(a) - day_number(b)),
+            _ => Datum::Null,
+        },
+        Func::TimestampDiff(unit) => {
+            let at = |v: &Datum| match v {
+                Datum::Time(_) => None,
+                other => other.to_datetime(),
+            };
+            match (at(&args[0]), at(&args[1])) {
+                (Some(a), Some(b)) => Datum::Int(timestamp_diff(unit, a, b)),
+                _ => Datum::Null,
+            }
+        }
+    }
+}
+
+/// The date of a DATE/DATETIME/string value; TIME has none (MySQL would
+/// take today's date).
+fn date_of(v: &Datum) -> Option<chrono::NaiveDate> {
+    match v {
+        Datum::Time(_) => None,
+        other => other.to_date(),
+    }
+}
+
+/// MySQL's day number (`TO_DAYS`): days since the year 0 of its calendar.
+fn day_number(d: chrono::NaiveDate) -> i64 {
+    calc_daynr(
+        i64::from(d.year()),
+        i64::from(d.month()),
+        i64::from(d.day()),
+    )
+}
+
+/// `calc_daynr` of MySQL (`sql-common/my_time.c`).
+fn calc_daynr(year: i64, month: i64, day: i64) -> i64 {
+    if year == 0 && month == 0 {
+        return 0;
+    }
+    let mut y = year;
+    let mut delsum = 365 * y + 31 * (month - 1) + day;
+    if month <= 2 {
+        y -= 1;
+    } else {
+        delsum -= (month * 4 + 23) / 10;
+    }
+    let temp = ((y / 100 + 1) * 3) / 4;
+    delsum + y / 4 - temp
+}
+
+fn days_in_year(year: i64) -> i64 {
+    if year & 3 == 0 && (year % 100 != 0 || (year % 400 == 0 && year != 0)) {
+        366
+    } else {
+        365
+    }
+}
+
+const WEEK_MONDAY_FIRST: i64 = 1;
+const WEEK_YEAR: i64 = 2;
+const WEEK_FIRST_WEEKDAY: i64 = 4;
+
+/// The week behaviour of `WEEK()`'s mode argument (MySQL's `week_mode`).
+fn week_mode(mode: i64) -> i64 {
+    let mut f = mode & 7;
+    if f & WEEK_MONDAY_FIRST == 0 {
+        f ^= WEEK_FIRST_WEEKDAY;
+    }
+    f
+}
+
+/// MySQL's `calc_week`: (week, year the week belongs to).
+fn calc_week(d: chrono::NaiveDate, behaviour: i64) -> (i64, i64) {
+    let (year, month, day) = (
+        i64::from(d.year()),
+        i64::from(d.month()),
+        i64::from(d.day()),
+    );
+    let daynr = calc_daynr(year, month, day);
+    let mut first_daynr = calc_daynr(year, 1, 1);
+    let monday_first = behaviour & WEEK_MONDAY_FIRST != 0;
+    let mut week_year = behaviour & WEEK_YEAR != 0;
+    let first_weekday = behaviour & WEEK_FIRST_WEEKDAY != 0;
+    let calc_weekday = |daynr: i64, sunday_first: bool| (daynr + 5 + i64::from(sunday_first)) % 7;
+    let mut weekday = calc_weekday(first_daynr, !monday_first);
+    let mut out_year = year;
+    if month == 1 && day <= 7 - weekday {
+        if !week_year && ((first_weekday && weekday != 0) || (!first_weekday && weekday >= 4)) {
+            return (0, out_year);
+        }
+        week_year = true;
+        out_year -= 1;
+        let days = days_in_year(out_year);
+        first_daynr -= days;
+        weekday = (weekday + 53 * 7 - days) % 7;
+    }
+    let days = if (first_weekday && weekday != 0) || (!first_weekday && weekday >= 4) {
+        daynr - (first_daynr + (7 - weekday))
+    } else {
+        daynr - (first_daynr - weekday)
+    };
+    if week_year && days >= 52 * 7 {
+        let weekday = (weekday + days_in_year(out_year)) % 7;
+        if (!first_weekday && weekday < 4) || (first_weekday && weekday == 0) {
+            return (1, out_year + 1);
+        }
+    }
+    (days / 7 + 1, out_year)
+}
+
+/// `TIMESTAMPDIFF(unit, a, b)` as MySQL computes it: whole units from `a`
+/// to `b`, truncated toward zero; months count calendar months, less one
+/// when `b`'s day and time of month are before `a`'s.
+fn timestamp_diff(unit: IntervalUnit, a: NaiveDateTime, b: NaiveDateTime) -> i64 {
+    let neg = if b < a { -1 } else { 1 };
+    let (beg, end) = if b < a { (b, a) } else { (a, b) };
+    // Whole seconds between them (microseconds truncated).
+    let span = end - beg;
+    let seconds = span.num_seconds();
+    let months = || {
+        let (yb, ye) = (i64::from(beg.year()), i64::from(end.year()));
+        let (mb, me) = (i64::from(beg.month()), i64::from(end.month()));
+        let (db, de) = (beg.day(), end.day());
+        let earlier_in_year = me < mb || (me == mb && de < db);
+        let mut years = ye - yb;
+        if earlier_in_year {
+            years -= 1;
+        }
+        let mut months = 12 * years;
+        if earlier_in_year {
+            months += 12 - (mb - me);
+        } else {
+            months += me - mb;
+        }
+        let (tb, te) = (beg.time(), end.time());
+        if de < db || (de == db && te < tb) {
+            months -= 1;
+        }
+        months
+    };
+    neg * match unit {
+        IntervalUnit::Year => months() / 12,
+        IntervalUnit::Quarter => months() / 3,
+        IntervalUnit::Month => months(),
+        IntervalUnit::Week => seconds / 86_400 / 7,
+        IntervalUnit::Day => seconds / 86_400,
+        IntervalUnit::Hour => seconds / 3_600,
+        IntervalUnit::Minute => seconds / 60,
+        IntervalUnit::Second => seconds,
     }
 }
 
@@ -764,6 +970,127 @@ mod tests {
         assert_eq!(v(Func::Hour, vec![Datum::Str("10:30:00".into())]), "10");
         let d = Datum::Date(NaiveDate::from_ymd_opt(2026, 1, 3).unwrap_or_default());
         assert_eq!(v(Func::Hour, vec![d]), "0");
+    }
+
+    #[test]
+    fn weeks_names_and_differences_follow_mysql() {
+        // (day, WEEK modes 0–7, YEARWEEK, YEARWEEK mode 1, TO_DAYS,
+        // LAST_DAY, DAYNAME, MONTHNAME) as MariaDB 10.11 answers them.
+        let cases = [
+            (
+                "2024-12-29",
+                [52, 52, 52, 52, 53, 52, 1, 52],
+                202452,
+                202452,
+                739614,
+                "2024-12-31",
+                "Sunday",
+                "December",
+            ),
+            (
+                "2024-12-31",
+                [52, 53, 52, 1, 53, 53, 1, 53],
+                202452,
+                202501,
+                739616,
+                "2024-12-31",
+                "Tuesday",
+                "December",
+            ),
+            (
+                "2025-01-01",
+                [0, 1, 52, 1, 1, 0, 1, 53],
+                202452,
+                202501,
+                739617,
+                "2025-01-31",
+                "Wednesday",
+                "January",
+            ),
+            (
+                "2027-01-03",
+                [1, 0, 1, 53, 1, 0, 1, 52],
+                202701,
+                202653,
+                740349,
+                "2027-01-31",
+                "Sunday",
+                "January",
+            ),
+            (
+                "2028-12-31",
+                [53, 52, 53, 52, 53, 52, 1, 52],
+                202853,
+                202852,
+                741077,
+                "2028-12-31",
+                "Sunday",
+                "December",
+            ),
+            (
+                "2024-02-10",
+                [5, 6, 5, 6, 6, 6, 6, 6],
+                202405,
+                202406,
+                739291,
+                "2024-02-29",
+                "Saturday",
+                "February",
+            ),
+        ];
+        for (day, weeks, yw, yw1, to_days, last, dname, mname) in cases {
+            let d = Datum::Str(day.into());
+            for (mode, want) in weeks.iter().enumerate() {
+                let got = v(Func::Week, vec![d.clone(), Datum::Int(mode as i64)]);
+                assert_eq!(got, want.to_string(), "WEEK({day}, {mode})");
+            }
+            assert_eq!(v(Func::Week, vec![d.clone()]), weeks[0].to_string());
+            assert_eq!(v(Func::YearWeek, vec![d.clone()]), yw.to_string(), "{day}");
+            assert_eq!(
+                v(Func::YearWeek, vec![d.clone(), Datum::Int(1)]),
+                yw1.to_string()
+            );
+            assert_eq!(v(Func::ToDays, vec![d.clone()]), to_days.to_string());
+            assert_eq!(v(Func::LastDay, vec![d.clone()]), last);
+            assert_eq!(v(Func::DayName, vec![d.clone()]), dname);
+            assert_eq!(v(Func::MonthName, vec![d]), mname);
+        }
+        assert_eq!(v(Func::Week, vec![Datum::Null]), "NULL");
+        assert_eq!(v(Func::LastDay, vec![Datum::Str("garbage".into())]), "NULL");
+        let diff = |unit, a: &str, b: &str| v(Func::TimestampDiff(unit), vec![dt(a), dt(b)]);
+        use IntervalUnit::*;
+        // A month is counted only once the day and time of month are reached.
+        assert_eq!(
+            diff(Month, "2026-01-31 10:00:00", "2026-02-28 09:59:59"),
+            "0"
+        );
+        assert_eq!(
+            diff(Month, "2026-01-31 10:00:00", "2026-03-31 10:00:00"),
+            "2"
+        );
+        assert_eq!(
+            diff(Month, "2026-03-31 10:00:00", "2026-01-31 10:00:01"),
+            "-1"
+        );
+        assert_eq!(
+            diff(Year, "2024-02-29 00:00:00", "2025-02-28 00:00:00"),
+            "0"
+        );
+        assert_eq!(
+            diff(Day, "2026-01-02 00:00:01", "2026-01-01 00:00:00"),
+            "-1"
+        );
+        assert_eq!(
+            diff(Quarter, "2026-01-15 00:00:00", "2026-07-14 23:59:59"),
+            "1"
+        );
+        assert_eq!(
+            v(
+                Func::DateDiff,
+                vec![dt("2026-03-01 23:59:59"), dt("2026-02-28 00:00:01")]
+            ),
+            "1"
+        );
     }
 
     #[test]

@@ -21,6 +21,29 @@ pub const CHANNELS: [&str; 5] = ["web", "Web", "WEB ", "app", "App"];
 /// DATE_ADD and DATE_SUB.
 pub const REPORTS: &[(&str, &str)] = &[
     (
+        // Week numbers in every mode, names, month ends and differences,
+        // over days spread across two years by the amount.
+        "weeks",
+        "SELECT merchant_id, WEEK(created_at) AS wk, YEARWEEK(created_at, 3) AS iso_wk,
+           DAYNAME(created_at) AS dname, COUNT(*) AS n,
+           SUM(WEEK(created_at - INTERVAL FLOOR(amount) DAY, qty)) AS wk_modes_lo,
+           SUM(WEEK(created_at - INTERVAL FLOOR(amount) DAY, qty + 4)) AS wk_modes_hi,
+           SUM(YEARWEEK(created_at - INTERVAL FLOOR(amount) DAY, qty)) AS yw_lo,
+           SUM(YEARWEEK(created_at - INTERVAL FLOOR(amount) DAY, qty + 4)) AS yw_hi,
+           COUNT(DISTINCT YEARWEEK(created_at - INTERVAL FLOOR(amount) DAY)) AS yw_default,
+           MAX(MONTHNAME(created_at - INTERVAL FLOOR(amount) DAY)) AS last_month_name,
+           MIN(LAST_DAY(created_at - INTERVAL FLOOR(amount) DAY)) AS first_month_end,
+           SUM(TO_DAYS(created_at - INTERVAL FLOOR(amount) DAY)) AS days_total,
+           SUM(DATEDIFF(created_at, created_at - INTERVAL FLOOR(amount) DAY)) AS diff_days,
+           SUM(TIMESTAMPDIFF(MONTH, created_at - INTERVAL FLOOR(amount) DAY, created_at)) AS diff_months,
+           SUM(TIMESTAMPDIFF(YEAR, created_at, created_at - INTERVAL FLOOR(amount) DAY)) AS diff_years_neg,
+           SUM(TIMESTAMPDIFF(MINUTE, created_at - INTERVAL FLOOR(amount) HOUR, created_at)) AS diff_minutes,
+           SUM(TIMESTAMPDIFF(QUARTER, DATE(created_at - INTERVAL FLOOR(amount) DAY), created_at)) AS diff_quarters,
+           SUM(TIMESTAMPDIFF(WEEK, created_at - INTERVAL qty DAY, created_at)) AS diff_weeks,
+           SUM(TIMESTAMPDIFF(SECOND, created_at, created_at - INTERVAL customer_id MINUTE)) AS diff_seconds
+         FROM orders GROUP BY merchant_id, WEEK(created_at), YEARWEEK(created_at, 3), DAYNAME(created_at)",
+    ),
+    (
         // A local day and hour eight hours ahead of the stored time.
         "shifted",
         "SELECT merchant_id, DATE(DATE_ADD(created_at, INTERVAL 8 HOUR)) AS local_day,
