@@ -8,7 +8,7 @@ use crate::agg::{AggKind, AggSpec};
 use crate::datum::{parse_datetime, parse_time, Datum};
 use crate::error::DefinitionError;
 use crate::eval::{ArithOp, CastTo, CmpOp, ColRef, Expr, Loc, LogicOp, LATE_BOUND};
-use crate::functions::{unsupported_specifier, Func, IntervalUnit};
+use crate::functions::{unsupported_specifier, Func, IntervalUnit, TrimSide};
 use crate::report::{ColumnDef, ColumnRole};
 use crate::tenant::TenantColumns;
 use rust_decimal::Decimal;
@@ -1599,8 +1599,44 @@ impl Compiler<'_> {
                 ))
             }
             A::Collate { .. } => return Err(self.unsupported(e, "COLLATE")),
-            A::Substring { .. } => return Err(self.unsupported(e, "SUBSTRING()")),
-            A::Trim { .. } => return Err(self.unsupported(e, "TRIM()")),
+            A::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let Some(from) = substring_from else {
+                    return Err(self.err(
+                        self.loc_of(e.span()),
+                        "SUBSTRING() takes a position: SUBSTRING(s, pos[, len])",
+                    ));
+                };
+                let mut args = vec![self.expr(expr, mode)?, self.expr(from, mode)?];
+                if let Some(len) = substring_for {
+                    args.push(self.expr(len, mode)?);
+                }
+                Expr::Func(Func::Substring, args)
+            }
+            A::Trim {
+                trim_where,
+                trim_what,
+                expr,
+                trim_characters,
+            } => {
+                if trim_characters.is_some() {
+                    return Err(self.unsupported(e, "TRIM(s, characters)"));
+                }
+                let side = match trim_where {
+                    None | Some(ast::TrimWhereField::Both) => TrimSide::Both,
+                    Some(ast::TrimWhereField::Leading) => TrimSide::Leading,
+                    Some(ast::TrimWhereField::Trailing) => TrimSide::Trailing,
+                };
+                let mut args = vec![self.expr(expr, mode)?];
+                if let Some(what) = trim_what {
+                    args.push(self.expr(what, mode)?);
+                }
+                Expr::Func(Func::Trim(side), args)
+            }
             A::Position { .. } => return Err(self.unsupported(e, "POSITION()")),
             A::RLike { .. } | A::SimilarTo { .. } => return Err(self.unsupported(e, "REGEXP")),
             A::ILike { .. } => return Err(self.unsupported(e, "ILIKE")),

@@ -55,6 +55,27 @@ pub(crate) enum Func {
     DateDiff,
     /// `TIMESTAMPDIFF(unit, a, b)`: whole units from `a` to `b`.
     TimestampDiff(IntervalUnit),
+    /// `SUBSTRING(s, pos[, len])`, `SUBSTR`, `MID`.
+    Substring,
+    Left,
+    Right,
+    /// Characters.
+    CharLength,
+    /// Bytes of the UTF-8 text.
+    Length,
+    /// `TRIM([BOTH | LEADING | TRAILING] [remstr FROM] s)`, `LTRIM`, `RTRIM`:
+    /// removes `remstr` (default a space) repeated at the chosen ends.
+    Trim(TrimSide),
+    Replace,
+    ConcatWs,
+}
+
+/// Which ends `TRIM` removes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrimSide {
+    Both,
+    Leading,
+    Trailing,
 }
 
 /// The unit of `INTERVAL n unit`.
@@ -124,6 +145,15 @@ impl Func {
             "LAST_DAY" => Func::LastDay,
             "TO_DAYS" => Func::ToDays,
             "DATEDIFF" => Func::DateDiff,
+            "SUBSTR" | "MID" => Func::Substring,
+            "LEFT" => Func::Left,
+            "RIGHT" => Func::Right,
+            "CHAR_LENGTH" | "CHARACTER_LENGTH" => Func::CharLength,
+            "LENGTH" | "OCTET_LENGTH" => Func::Length,
+            "LTRIM" => Func::Trim(TrimSide::Leading),
+            "RTRIM" => Func::Trim(TrimSide::Trailing),
+            "REPLACE" => Func::Replace,
+            "CONCAT_WS" => Func::ConcatWs,
             _ => return None,
         })
     }
@@ -140,6 +170,10 @@ impl Func {
             | Func::DateDiff
             | Func::TimestampDiff(_) => (2, Some(2)),
             Func::Week | Func::YearWeek => (1, Some(2)),
+            Func::Left | Func::Right => (2, Some(2)),
+            Func::Substring => (2, Some(3)),
+            Func::Replace => (3, Some(3)),
+            Func::ConcatWs => (2, None),
             Func::Coalesce | Func::Concat => (1, None),
             Func::Greatest | Func::Least => (2, None),
             Func::Round => (1, Some(2)),
@@ -377,6 +411,14 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
             (Some(a), Some(b)) => Datum::Int(day_number(a) - day_number(b)),
             _ => Datum::Null,
         },
+        Func::Substring
+        | Func::Left
+        | Func::Right
+        | Func::CharLength
+        | Func::Length
+        | Func::Trim(_)
+        | Func::Replace
+        | Func::ConcatWs => string_call(f, &args),
         Func::TimestampDiff(unit) => {
             let at = |v: &Datum| match v {
                 Datum::Time(_) => None,
@@ -387,6 +429,102 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
                 _ => Datum::Null,
             }
         }
+    }
+}
+
+/// The whole number a position or length argument reads as (MySQL rounds
+/// exact values half away from zero); `None` for NULL.
+fn whole(v: &Datum) -> Option<i64> {
+    interval_count(v)
+}
+
+fn string_call(f: Func, args: &[Datum]) -> Datum {
+    let text = |i: usize| args.get(i).and_then(Datum::to_text);
+    let Some(s) = text(0) else {
+        return Datum::Null;
+    };
+    let chars = || s.chars().count() as i64;
+    let take = |from: i64, len: i64| -> String {
+        s.chars()
+            .skip(from.max(0) as usize)
+            .take(len.max(0) as usize)
+            .collect()
+    };
+    match f {
+        Func::Substring => {
+            let Some(pos) = args.get(1).and_then(whole) else {
+                return Datum::Null;
+            };
+            let len = match args.get(2) {
+                None => i64::MAX,
+                Some(l) => match whole(l) {
+                    Some(l) => l,
+                    None => return Datum::Null,
+                },
+            };
+            let n = chars();
+            // 1-based; negative counts from the end; 0 or beyond gives ''.
+            let start = match pos {
+                0 => return Datum::Str(String::new()),
+                p if p > 0 => p - 1,
+                p => n + p,
+            };
+            if start < 0 || start >= n || len <= 0 {
+                return Datum::Str(String::new());
+            }
+            Datum::Str(take(start, len))
+        }
+        Func::Left => match args.get(1).and_then(whole) {
+            None => Datum::Null,
+            Some(n) => Datum::Str(take(0, n)),
+        },
+        Func::Right => match args.get(1).and_then(whole) {
+            None => Datum::Null,
+            Some(n) => {
+                let total = chars();
+                let n = n.clamp(0, total);
+                Datum::Str(take(total - n, n))
+            }
+        },
+        Func::CharLength => Datum::Int(chars()),
+        Func::Length => Datum::Int(s.len() as i64),
+        Func::Trim(side) => {
+            let rem = match args.get(1) {
+                None => " ".to_string(),
+                Some(r) => match r.to_text() {
+                    Some(r) => r,
+                    None => return Datum::Null,
+                },
+            };
+            let mut out = s.as_str();
+            if !rem.is_empty() {
+                if side != TrimSide::Trailing {
+                    while let Some(rest) = out.strip_prefix(rem.as_str()) {
+                        out = rest;
+                    }
+                }
+                if side != TrimSide::Leading {
+                    while let Some(rest) = out.strip_suffix(rem.as_str()) {
+                        out = rest;
+                    }
+                }
+            }
+            Datum::Str(out.to_string())
+        }
+        Func::Replace => match (text(1), text(2)) {
+            (Some(from), Some(to)) => Datum::Str(if from.is_empty() {
+                s
+            } else {
+                s.replace(&from, &to)
+            }),
+            _ => Datum::Null,
+        },
+        // CONCAT_WS: `s` is the separator; NULL arguments are skipped.
+        Func::ConcatWs => {
+            let parts: Vec<String> = args[1..].iter().filter_map(Datum::to_text).collect();
+            Datum::Str(parts.join(&s))
+        }
+        _ => Datum::Null,
     }
 }
 
@@ -944,6 +1082,34 @@ mod tests {
         );
         assert_eq!(v(Func::Upper, vec![Datum::Str("Paid".into())]), "PAID");
         assert_eq!(v(Func::Lower, vec![Datum::Str("Paid".into())]), "paid");
+        let s = |x: &str| Datum::Str(x.into());
+        let i = Datum::Int;
+        // Characters, not bytes.
+        assert_eq!(v(Func::Substring, vec![s("Zürich"), i(2), i(3)]), "üri");
+        assert_eq!(v(Func::Substring, vec![s("Zürich"), i(-4)]), "rich");
+        assert_eq!(v(Func::Substring, vec![s("Zürich"), i(0)]), "");
+        assert_eq!(v(Func::Substring, vec![s("Zürich"), i(-7)]), "");
+        assert_eq!(v(Func::Substring, vec![s("Zürich"), i(2), i(-1)]), "");
+        assert_eq!(v(Func::Substring, vec![s("Zürich"), Datum::Null]), "NULL");
+        assert_eq!(v(Func::Left, vec![s("Zürich"), i(2)]), "Zü");
+        assert_eq!(v(Func::Left, vec![s("Zürich"), i(-2)]), "");
+        assert_eq!(v(Func::Right, vec![s("Zürich"), i(9)]), "Zürich");
+        assert_eq!(v(Func::CharLength, vec![s("Zürich")]), "6");
+        assert_eq!(v(Func::Length, vec![s("Zürich")]), "7");
+        assert_eq!(v(Func::Trim(TrimSide::Both), vec![s("  a b  ")]), "a b");
+        assert_eq!(v(Func::Trim(TrimSide::Both), vec![s("xxaxx"), s("x")]), "a");
+        assert_eq!(
+            v(Func::Trim(TrimSide::Leading), vec![s("xyxyaxy"), s("xy")]),
+            "axy"
+        );
+        assert_eq!(v(Func::Trim(TrimSide::Trailing), vec![s(" a ")]), " a");
+        assert_eq!(v(Func::Replace, vec![s("aAa"), s("a"), s("b")]), "bAb");
+        assert_eq!(v(Func::Replace, vec![s("aAa"), s(""), s("b")]), "aAa");
+        assert_eq!(
+            v(Func::ConcatWs, vec![s("-"), s("a"), Datum::Null, i(3)]),
+            "a-3"
+        );
+        assert_eq!(v(Func::ConcatWs, vec![Datum::Null, s("a")]), "NULL");
     }
 
     #[test]

@@ -21,6 +21,24 @@ pub const CHANNELS: [&str; 5] = ["web", "Web", "WEB ", "app", "App"];
 /// DATE_ADD and DATE_SUB.
 pub const REPORTS: &[(&str, &str)] = &[
     (
+        // String functions: positions from either end, lengths from a
+        // column, trimming, replacing, joining with a separator.
+        "strings",
+        "SELECT merchant_id, LEFT(status, 3) AS st3, COUNT(*) AS n,
+           MAX(SUBSTRING(status, 2)) AS sub_from2, MIN(SUBSTRING(status, -3, 2)) AS sub_neg,
+           MAX(SUBSTR(status, qty, 2)) AS sub_qty, MAX(MID(status, 0)) AS sub_zero,
+           MAX(SUBSTRING(status FROM 2 FOR qty)) AS sub_for,
+           SUM(CHAR_LENGTH(channel)) AS channel_chars, SUM(LENGTH(amount)) AS amount_len,
+           MAX(RIGHT(status, qty)) AS right_qty, MIN(LEFT(status, qty - 1)) AS left_qty,
+           MAX(CONCAT_WS('-', status, customer_id, qty)) AS joined,
+           MAX(REPLACE(status, 'e', 'E')) AS replaced, MIN(TRIM(LEADING 'c' FROM status)) AS trimmed,
+           MAX(TRIM(TRAILING 'd' FROM status)) AS trimmed_end, MAX(TRIM(BOTH 'p' FROM 'ppappp')) AS trim_const,
+           COUNT(DISTINCT TRIM(CONCAT('  ', channel, '  '))) AS channels,
+           COUNT(DISTINCT LTRIM(CONCAT(' ', channel))) AS lchannels,
+           SUM(CHAR_LENGTH(RTRIM(CONCAT(status, '  ')))) AS rtrim_len
+         FROM orders GROUP BY merchant_id, LEFT(status, 3)",
+    ),
+    (
         // Week numbers in every mode, names, month ends and differences,
         // over days spread across two years by the amount.
         "weeks",
