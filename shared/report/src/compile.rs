@@ -8,7 +8,7 @@ use crate::agg::{AggKind, AggSpec};
 use crate::datum::{parse_datetime, parse_time, Datum};
 use crate::error::DefinitionError;
 use crate::eval::{ArithOp, CastTo, CmpOp, ColRef, Expr, Loc, LogicOp, LATE_BOUND};
-use crate::functions::{unsupported_specifier, Func, IntervalUnit, TrimSide};
+use crate::functions::{parse_utc_offset, unsupported_specifier, Func, IntervalUnit, TrimSide};
 use crate::report::{ColumnDef, ColumnRole};
 use crate::tenant::TenantColumns;
 use rust_decimal::Decimal;
@@ -1854,6 +1854,9 @@ impl Compiler<'_> {
         if name == "TIMESTAMPDIFF" {
             return self.timestamp_diff(&args, loc, mode);
         }
+        if name == "CONVERT_TZ" {
+            return self.convert_tz(&args, loc, mode);
+        }
         let Some(func) = Func::lookup(&name) else {
             return Err(self.err(loc, format!("unknown function {}()", f.name)));
         };
@@ -1928,6 +1931,40 @@ impl Compiler<'_> {
             Func::DateAdd(unit)
         };
         Ok(Expr::Func(func, vec![self.expr(x, mode)?, count]))
+    }
+
+    /// `CONVERT_TZ(x, '+hh:mm', '+hh:mm')`: fixed offsets only (named zones
+    /// and `SYSTEM` depend on the server's time zone settings).
+    fn convert_tz(&mut self, args: &[&FunctionArgExpr], loc: Loc, mode: Mode) -> Res<Expr> {
+        let [FunctionArgExpr::Expr(x), FunctionArgExpr::Expr(from), FunctionArgExpr::Expr(to)] =
+            args
+        else {
+            return Err(self.err(
+                loc,
+                "CONVERT_TZ() takes 3 arguments: a time and two UTC offsets ('+08:00')",
+            ));
+        };
+        let mut offset = |e: &ast::Expr| -> Res<i32> {
+            match self.expr(e, mode)? {
+                Expr::Lit(Datum::Str(text)) => parse_utc_offset(&text).ok_or_else(|| {
+                    self.err(
+                        loc,
+                        format!(
+                            "CONVERT_TZ(): '{text}' is not a UTC offset from -12:59 to +13:00 ('+08:00'); named zones and SYSTEM depend on the server's time zone settings"
+                        ),
+                    )
+                }),
+                _ => Err(self.err(
+                    loc,
+                    "CONVERT_TZ(): the time zones must be literal UTC offsets ('+08:00')",
+                )),
+            }
+        };
+        let (from, to) = (offset(from)?, offset(to)?);
+        Ok(Expr::Func(
+            Func::ConvertTz { from, to },
+            vec![self.expr(x, mode)?],
+        ))
     }
 
     /// `TIMESTAMPDIFF(unit, a, b)`.
@@ -2199,6 +2236,18 @@ mod tests {
             (
                 "SELECT merchant_id, MAX(DATE_ADD(created_at, INTERVAL 5 MICROSECOND)) FROM orders GROUP BY merchant_id",
                 "reports/r.sql:1:25: DATE_ADD(): INTERVAL unit MICROSECOND is not supported (use SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+            ),
+            (
+                "SELECT merchant_id, MAX(CONVERT_TZ(created_at, 'UTC', '+08:00')) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: CONVERT_TZ(): 'UTC' is not a UTC offset from -12:59 to +13:00 ('+08:00'); named zones and SYSTEM depend on the server's time zone settings",
+            ),
+            (
+                "SELECT merchant_id, MAX(CONVERT_TZ(created_at, '+00:00', status)) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: CONVERT_TZ(): the time zones must be literal UTC offsets ('+08:00')",
+            ),
+            (
+                "SELECT merchant_id, MAX(TIMESTAMPDIFF(FORTNIGHT, created_at, created_at)) FROM orders GROUP BY merchant_id",
+                "reports/r.sql:1:25: TIMESTAMPDIFF(): the unit must be SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR",
             ),
             (
                 "SELECT merchant_id, MAX(INTERVAL 1 DAY - created_at) FROM orders GROUP BY merchant_id",

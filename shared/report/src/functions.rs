@@ -2,7 +2,7 @@
 
 use crate::datum::{coerce, common_type, sql_cmp, sql_eq, Datum, Num, MAX_SCALE};
 use crate::eval::{arith, ArithOp};
-use chrono::{Datelike, NaiveDateTime, Timelike};
+use chrono::{Datelike, NaiveDateTime, SubsecRound, Timelike};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::cmp::Ordering;
@@ -68,6 +68,11 @@ pub(crate) enum Func {
     Trim(TrimSide),
     Replace,
     ConcatWs,
+    /// `CONVERT_TZ(x, from, to)` between two fixed UTC offsets, in seconds.
+    ConvertTz {
+        from: i32,
+        to: i32,
+    },
 }
 
 /// Which ends `TRIM` removes from.
@@ -169,6 +174,7 @@ impl Func {
             | Func::DateFormat
             | Func::DateDiff
             | Func::TimestampDiff(_) => (2, Some(2)),
+            Func::ConvertTz { .. } => (1, Some(1)),
             Func::Week | Func::YearWeek => (1, Some(2)),
             Func::Left | Func::Right => (2, Some(2)),
             Func::Substring => (2, Some(3)),
@@ -419,6 +425,12 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
         | Func::Trim(_)
         | Func::Replace
         | Func::ConcatWs => string_call(f, &args),
+        Func::ConvertTz { from, to } => match &args[0] {
+            Datum::Time(_) => Datum::Null,
+            v => v
+                .to_datetime()
+                .map_or(Datum::Null, |dt| Datum::DateTime(convert_tz(dt, from, to))),
+        },
         Func::TimestampDiff(unit) => {
             let at = |v: &Datum| match v {
                 Datum::Time(_) => None,
@@ -525,6 +537,41 @@ fn string_call(f: Func, args: &[Datum]) -> Datum {
             Datum::Str(parts.join(&s))
         }
         _ => Datum::Null,
+    }
+}
+
+/// A UTC offset as `CONVERT_TZ` accepts it (`+08:00`, `-3:30`), in
+/// seconds: from -12:59 to +13:00, as MySQL.
+pub(crate) fn parse_utc_offset(text: &str) -> Option<i32> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let digits = |x: &str, max_len: usize| {
+        (!x.is_empty() && x.len() <= max_len && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse::<i32>().ok())
+            .flatten()
+    };
+    let (h, m) = (digits(h, 3)?, digits(m, 2)?);
+    let secs = sign * (h * 3_600 + m * 60);
+    (m <= 59 && (-(12 * 3_600 + 59 * 60)..=13 * 3_600).contains(&secs)).then_some(secs)
+}
+
+/// `CONVERT_TZ` between fixed offsets: a time whose UTC instant is outside
+/// the TIMESTAMP range (1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC) is
+/// returned unchanged, as MySQL does.
+fn convert_tz(dt: NaiveDateTime, from: i32, to: i32) -> NaiveDateTime {
+    let utc = dt - chrono::TimeDelta::seconds(i64::from(from));
+    let lowest = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 1));
+    let highest =
+        chrono::NaiveDate::from_ymd_opt(2038, 1, 19).and_then(|d| d.and_hms_opt(3, 14, 7));
+    match (lowest, highest) {
+        (Some(lo), Some(hi)) if utc.trunc_subsecs(0) >= lo && utc.trunc_subsecs(0) <= hi => {
+            utc + chrono::TimeDelta::seconds(i64::from(to))
+        }
+        _ => dt,
     }
 }
 
@@ -1136,6 +1183,69 @@ mod tests {
         assert_eq!(v(Func::Hour, vec![Datum::Str("10:30:00".into())]), "10");
         let d = Datum::Date(NaiveDate::from_ymd_opt(2026, 1, 3).unwrap_or_default());
         assert_eq!(v(Func::Hour, vec![d]), "0");
+    }
+
+    #[test]
+    fn convert_tz_between_offsets_follows_mysql() {
+        let tz = |x: Datum, from: &str, to: &str| {
+            let (Some(from), Some(to)) = (parse_utc_offset(from), parse_utc_offset(to)) else {
+                return "bad offset".to_string();
+            };
+            v(Func::ConvertTz { from, to }, vec![x])
+        };
+        // As MariaDB 10.11 answers.
+        assert_eq!(
+            tz(dt("2026-11-21 20:00:00"), "+00:00", "+08:00"),
+            "2026-11-22 04:00:00"
+        );
+        assert_eq!(
+            tz(dt("2026-11-21 20:00:00"), "+8:00", "+00:00"),
+            "2026-11-21 12:00:00"
+        );
+        assert_eq!(
+            tz(dt("2026-11-21 20:00:00"), "-12:59", "+00:00"),
+            "2026-11-22 08:59:00"
+        );
+        assert_eq!(
+            tz(dt("2026-11-21 20:00:00"), "-0:30", "+00:00"),
+            "2026-11-21 20:30:00"
+        );
+        assert_eq!(
+            tz(dt("2026-11-21 20:00:00"), "+13:00", "+00:00"),
+            "2026-11-21 07:00:00"
+        );
+        assert_eq!(
+            tz(Datum::Str("2026-11-21".into()), "+00:00", "+08:00"),
+            "2026-11-21 08:00:00"
+        );
+        // Outside TIMESTAMP's range in UTC: unchanged.
+        assert_eq!(
+            tz(dt("1970-01-01 00:00:00"), "+00:00", "+08:00"),
+            "1970-01-01 00:00:00"
+        );
+        assert_eq!(
+            tz(dt("1970-01-01 00:00:01"), "+00:00", "+08:00"),
+            "1970-01-01 08:00:01"
+        );
+        assert_eq!(
+            tz(dt("1970-01-01 07:59:59"), "+08:00", "+00:00"),
+            "1970-01-01 07:59:59"
+        );
+        assert_eq!(
+            tz(dt("2038-01-19 03:14:07"), "+00:00", "+08:00"),
+            "2038-01-19 11:14:07"
+        );
+        assert_eq!(
+            tz(dt("2038-01-19 03:14:08"), "+00:00", "+08:00"),
+            "2038-01-19 03:14:08"
+        );
+        assert_eq!(tz(Datum::Null, "+00:00", "+08:00"), "NULL");
+        assert_eq!(tz(Datum::Str("garbage".into()), "+00:00", "+08:00"), "NULL");
+        for bad in [
+            "+14:00", "+13:01", "-13:00", "+00:60", "8:00", " +08:00", "UTC", "SYSTEM", "+:30",
+        ] {
+            assert_eq!(parse_utc_offset(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -74,7 +74,12 @@ pub const REPORTS: &[(&str, &str)] = &[
            MAX(SUBDATE(DATE(created_at), INTERVAL 1 YEAR)) AS year_back,
            MIN(created_at - INTERVAL 90 MINUTE) AS op_less_90m,
            MAX(INTERVAL 1 MONTH + DATE(created_at)) AS op_month_later,
-           COUNT(DISTINCT created_at + INTERVAL qty HOUR) AS op_plus_qty_hours
+           COUNT(DISTINCT created_at + INTERVAL qty HOUR) AS op_plus_qty_hours,
+           SUM(TIMESTAMPDIFF(SECOND, '2000-01-01 00:00:00',
+             CONVERT_TZ(created_at - INTERVAL FLOOR(amount) * 40 DAY, '+00:00', '+08:00'))) AS tz_back,
+           SUM(TIMESTAMPDIFF(SECOND, '2000-01-01 00:00:00',
+             CONVERT_TZ(created_at + INTERVAL FLOOR(amount) * 20 DAY, '+05:30', '-3:00'))) AS tz_ahead,
+           MAX(CONVERT_TZ(DATE(created_at), '-12:59', '+13:00')) AS tz_date
          FROM orders GROUP BY merchant_id, DATE(DATE_ADD(created_at, INTERVAL 8 HOUR)),
            HOUR(created_at + INTERVAL 8 HOUR)",
     ),
