@@ -1333,33 +1333,20 @@ mod tests {
         }
         assert_eq!(v(Func::Week, vec![Datum::Null]), "NULL");
         assert_eq!(v(Func::LastDay, vec![Datum::Str("garbage".into())]), "NULL");
-        let diff = |unit, a: &str, b: &str| v(Func::TimestampDiff(unit), vec![dt(a), dt(b)]);
         use IntervalUnit::*;
         // A month is counted only once the day and time of month are reached.
-        assert_eq!(
-            diff(Month, "2026-01-31 10:00:00", "2026-02-28 09:59:59"),
-            "0"
-        );
-        assert_eq!(
-            diff(Month, "2026-01-31 10:00:00", "2026-03-31 10:00:00"),
-            "2"
-        );
-        assert_eq!(
-            diff(Month, "2026-03-31 10:00:00", "2026-01-31 10:00:01"),
-            "-1"
-        );
-        assert_eq!(
-            diff(Year, "2024-02-29 00:00:00", "2025-02-28 00:00:00"),
-            "0"
-        );
-        assert_eq!(
-            diff(Day, "2026-01-02 00:00:01", "2026-01-01 00:00:00"),
-            "-1"
-        );
-        assert_eq!(
-            diff(Quarter, "2026-01-15 00:00:00", "2026-07-14 23:59:59"),
-            "1"
-        );
+        let diffs = [
+            (Month, "2026-01-31 10:00:00", "2026-02-28 09:59:59", "0"),
+            (Month, "2026-01-31 10:00:00", "2026-03-31 10:00:00", "2"),
+            (Month, "2026-03-31 10:00:00", "2026-01-31 10:00:01", "-1"),
+            (Year, "2024-02-29 00:00:00", "2025-02-28 00:00:00", "0"),
+            (Day, "2026-01-02 00:00:01", "2026-01-01 00:00:00", "-1"),
+            (Quarter, "2026-01-15 00:00:00", "2026-07-14 23:59:59", "1"),
+        ];
+        for (unit, a, b, want) in diffs {
+            let got = v(Func::TimestampDiff(unit), vec![dt(a), dt(b)]);
+            assert_eq!(got, want, "TIMESTAMPDIFF({unit:?}, {a}, {b})");
+        }
         assert_eq!(
             v(
                 Func::DateDiff,
