@@ -533,7 +533,7 @@ fn string_call(f: Func, args: &[Datum]) -> Datum {
         },
         // CONCAT_WS: `s` is the separator; NULL arguments are skipped.
         Func::ConcatWs => {
-            let parts: Vec<String> = args[1..].iter().filter_map(Datum::to_text).collect();
+            let parts: Vec<String> = args.iter().skip(1).filter_map(Datum::to_text).collect();
             Datum::Str(parts.join(&s))
         }
         _ => Datum::Null,
