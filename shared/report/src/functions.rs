@@ -563,14 +563,16 @@ pub(crate) fn parse_utc_offset(text: &str) -> Option<i32> {
 /// the TIMESTAMP range (1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC) is
 /// returned unchanged, as MySQL does.
 fn convert_tz(dt: NaiveDateTime, from: i32, to: i32) -> NaiveDateTime {
-    let utc = dt - chrono::TimeDelta::seconds(i64::from(from));
+    let Some(utc) = dt.checked_sub_signed(chrono::TimeDelta::seconds(i64::from(from))) else {
+        return dt;
+    };
     let lowest = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 1));
     let highest =
         chrono::NaiveDate::from_ymd_opt(2038, 1, 19).and_then(|d| d.and_hms_opt(3, 14, 7));
     match (lowest, highest) {
-        (Some(lo), Some(hi)) if utc.trunc_subsecs(0) >= lo && utc.trunc_subsecs(0) <= hi => {
-            utc + chrono::TimeDelta::seconds(i64::from(to))
-        }
+        (Some(lo), Some(hi)) if utc.trunc_subsecs(0) >= lo && utc.trunc_subsecs(0) <= hi => utc
+            .checked_add_signed(chrono::TimeDelta::seconds(i64::from(to)))
+            .unwrap_or(dt),
         _ => dt,
     }
 }
