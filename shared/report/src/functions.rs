@@ -2,7 +2,7 @@
 
 use crate::datum::{coerce, common_type, sql_cmp, sql_eq, Datum, Num, MAX_SCALE};
 use crate::eval::{arith, ArithOp};
-use chrono::{Datelike, NaiveDateTime, SubsecRound, Timelike};
+use chrono::{Datelike, NaiveDateTime, Timelike};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::cmp::Ordering;
@@ -363,7 +363,7 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
             .to_time()
             .map_or(Datum::Null, |t| Datum::Int(i64::from(t.second()))),
         Func::DateAdd(unit) | Func::DateSub(unit) => {
-            let n = interval_count(&args[1]);
+            let n = whole(&args[1]);
             let n = if matches!(f, Func::DateSub(_)) {
                 n.and_then(i64::checked_neg)
             } else {
@@ -442,12 +442,6 @@ pub(crate) fn call(f: Func, mut args: Vec<Datum>) -> Datum {
             }
         }
     }
-}
-
-/// The whole number a position or length argument reads as (MySQL rounds
-/// exact values half away from zero); `None` for NULL.
-fn whole(v: &Datum) -> Option<i64> {
-    interval_count(v)
 }
 
 fn string_call(f: Func, args: &[Datum]) -> Datum {
@@ -566,15 +560,11 @@ fn convert_tz(dt: NaiveDateTime, from: i32, to: i32) -> NaiveDateTime {
     let Some(utc) = dt.checked_sub_signed(chrono::TimeDelta::seconds(i64::from(from))) else {
         return dt;
     };
-    let lowest = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 1));
-    let highest =
-        chrono::NaiveDate::from_ymd_opt(2038, 1, 19).and_then(|d| d.and_hms_opt(3, 14, 7));
-    match (lowest, highest) {
-        (Some(lo), Some(hi)) if utc.trunc_subsecs(0) >= lo && utc.trunc_subsecs(0) <= hi => utc
-            .checked_add_signed(chrono::TimeDelta::seconds(i64::from(to)))
-            .unwrap_or(dt),
-        _ => dt,
+    if !(1..=i64::from(i32::MAX)).contains(&utc.and_utc().timestamp()) {
+        return dt;
     }
+    utc.checked_add_signed(chrono::TimeDelta::seconds(i64::from(to)))
+        .unwrap_or(dt)
 }
 
 /// The date of a DATE/DATETIME/string value; TIME has none (MySQL would
@@ -713,9 +703,9 @@ fn timestamp_diff(unit: IntervalUnit, a: NaiveDateTime, b: NaiveDateTime) -> i64
     }
 }
 
-/// The whole number of units of an interval (MySQL rounds a fractional one
-/// half away from zero).
-fn interval_count(v: &Datum) -> Option<i64> {
+/// The whole number an interval count, position or length reads as (MySQL
+/// rounds a fractional one half away from zero); `None` for NULL.
+fn whole(v: &Datum) -> Option<i64> {
     match v.to_num()? {
         Num::Int(i) => Some(i),
         Num::UInt(u) => i64::try_from(u).ok(),
